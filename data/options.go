@@ -1,0 +1,70 @@
+package data
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Options choose the dataset and how its CTR samples are built. They are the
+// `data:` section of a run's YAML configuration.
+type Options struct {
+	Dataset           Kind   `yaml:"dataset"`             // ml-1m | ml-25m | bookcrossing
+	Dir               string `yaml:"dir"`                 // folder holding the dataset's original files
+	HistoryLen        int    `yaml:"history_len"`         // K, the number of history items in a prompt
+	MinHistory        int    `yaml:"min_history"`         // 5: samples need at least this many earlier ratings (MovieLens)
+	MaxEvalSamples    int    `yaml:"max_eval_samples"`    // 0 = all; scoring/evaluation use the first N of a split
+	SkipMalformed     bool   `yaml:"skip_malformed"`      // count and skip malformed lines instead of failing
+	ML25MTrainSamples int    `yaml:"ml25m_train_samples"` // 90000
+	ML25MTestSamples  int    `yaml:"ml25m_test_samples"`  // 70000
+	SampleSeed        int64  `yaml:"sample_seed"`         // 42: the authors' seed for their draws
+}
+
+// DefaultOptions returns the settings of the paper's ML-1M runs.
+func DefaultOptions() Options {
+	return Options{
+		Dataset:           ML1M,
+		Dir:               "../shared/data/ml-1m",
+		HistoryLen:        30,
+		MinHistory:        5,
+		MaxEvalSamples:    0,
+		SkipMalformed:     false,
+		ML25MTrainSamples: 90000,
+		ML25MTestSamples:  70000,
+		SampleSeed:        42,
+	}
+}
+
+// Validate reports every invalid setting, each naming its dotted key.
+func (o Options) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("data.%s: "+format, append([]any{key}, args...)...))
+	}
+	switch o.Dataset {
+	case ML1M, ML25M, BookCrossing:
+	default:
+		bad("dataset", "must be %q, %q or %q, got %q", ML1M, ML25M, BookCrossing, o.Dataset)
+	}
+	if o.Dir == "" {
+		bad("dir", "must name the folder holding the dataset's files")
+	}
+	if o.HistoryLen < 1 {
+		bad("history_len", "must be at least 1, got %d", o.HistoryLen)
+	}
+	if o.MinHistory < 0 {
+		bad("min_history", "must not be negative, got %d", o.MinHistory)
+	}
+	if o.MaxEvalSamples < 0 {
+		bad("max_eval_samples", "must not be negative (0 = all), got %d", o.MaxEvalSamples)
+	}
+	if o.ML25MTrainSamples < 0 {
+		bad("ml25m_train_samples", "must not be negative, got %d", o.ML25MTrainSamples)
+	}
+	if o.ML25MTestSamples < 0 {
+		bad("ml25m_test_samples", "must not be negative, got %d", o.ML25MTestSamples)
+	}
+	if o.SampleSeed < 0 {
+		bad("sample_seed", "must not be negative, got %d", o.SampleSeed)
+	}
+	return errors.Join(errs...)
+}
