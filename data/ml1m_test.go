@@ -1,0 +1,31 @@
+package data
+
+import (
+	"context"
+	"testing"
+
+	"github.com/rella-project/rella/internal/testenv"
+)
+
+func TestML1MSharedCounts(t *testing.T) {
+	dir := testenv.Shared(t, "data/ml-1m")
+	opts := DefaultOptions()
+	opts.Dir = dir
+	ds, rep, err := Load(context.Background(), opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := ds.Stats()
+	if st.Train != 378124 || st.Valid != 47265 || st.Test != 47266 {
+		t.Errorf("splits %d/%d/%d, want 378124/47265/47266", st.Train, st.Valid, st.Test)
+	}
+	if st.Users != 2999 {
+		t.Errorf("users %d, want 2999", st.Users)
+	}
+	if rep.RatingsRead != 487650 || rep.UnknownUsers != 0 || rep.UnknownItems != 0 {
+		t.Errorf("report: ratings %d unknown users %d items %d, want 487650, 0, 0", rep.RatingsRead, rep.UnknownUsers, rep.UnknownItems)
+	}
+	if rep.UsersRead != 6040 || rep.ItemsRead != 3883 {
+		t.Errorf("read %d users %d movies, want 6040, 3883", rep.UsersRead, rep.ItemsRead)
+	}
+}
