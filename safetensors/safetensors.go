@@ -12,9 +12,10 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"sort"
 	"syscall"
+
+	"github.com/rella-project/rella/internal/atomicfile"
 )
 
 // DType names a tensor's element type as the format spells it.
@@ -352,39 +353,9 @@ func Write(path string, tensors []Tensor, metadata map[string]string) error {
 	return WriteAtomic(path, func(w io.Writer) error { return Encode(w, tensors, metadata) })
 }
 
-// WriteAtomic creates path through fill: a temporary file beside it is
-// written, fsynced and renamed into place, then the folder is fsynced.
+// WriteAtomic creates path through fill atomically (see package atomicfile).
 func WriteAtomic(path string, fill func(w io.Writer) error) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := fill(tmp); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: close: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: rename: %w", path, err)
-	}
-	ok = true
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.Write(path, fill)
 }
 
 // BF16ToF32 widens a bfloat16 bit pattern.
