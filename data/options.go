@@ -14,8 +14,8 @@ type Options struct {
 	MinHistory        int    `yaml:"min_history"`         // 5: samples need at least this many earlier ratings (MovieLens)
 	MaxEvalSamples    int    `yaml:"max_eval_samples"`    // 0 = all; scoring/evaluation use the first N of a split
 	SkipMalformed     bool   `yaml:"skip_malformed"`      // count and skip malformed lines instead of failing
-	ML25MTrainSamples int    `yaml:"ml25m_train_samples"` // 90000
-	ML25MTestSamples  int    `yaml:"ml25m_test_samples"`  // 70000
+	ML25MTrainSamples int    `yaml:"ml25m_train_samples"` // 90000; 0 keeps the whole train split
+	ML25MTestSamples  int    `yaml:"ml25m_test_samples"`  // 70000; 0 keeps the whole test split
 	SampleSeed        int64  `yaml:"sample_seed"`         // 42: the authors' seed for their draws
 }
 
@@ -63,8 +63,9 @@ func (o Options) Validate() error {
 	if o.ML25MTestSamples < 0 {
 		bad("ml25m_test_samples", "must not be negative, got %d", o.ML25MTestSamples)
 	}
-	if o.SampleSeed < 0 {
-		bad("sample_seed", "must not be negative, got %d", o.SampleSeed)
+	if o.SampleSeed < 0 || o.SampleSeed > 1<<32-1 {
+		// numpy's RandomState takes seeds in [0, 2**32).
+		bad("sample_seed", "must be between 0 and 4294967295, got %d", o.SampleSeed)
 	}
 	return errors.Join(errs...)
 }
