@@ -60,6 +60,7 @@ type Tokenizer struct {
 	removeExtraWS  bool
 	specials       []special
 	source         string // "sentencepiece" or "huggingface"
+	noCache        bool   // benchmarks: merge every word afresh
 	path           string
 
 	dec     *sugar.Tokenizer // decoding pipeline
@@ -271,7 +272,7 @@ func (t *Tokenizer) encodeChunk(w *work, text string, first bool, out []int) []i
 
 // encodeWord encodes one word through the cache.
 func (t *Tokenizer) encodeWord(w *work, word string, out []int) []int {
-	if len(word) > maxCachedWord {
+	if len(word) > maxCachedWord || t.noCache {
 		return t.m.encodeWord(w, word, out)
 	}
 	t.cacheMu.RLock()

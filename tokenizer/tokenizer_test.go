@@ -325,3 +325,48 @@ func TestCorruptFiles(t *testing.T) {
 	}
 	check(write("badmerge.json", []byte(strings.Replace(string(js), `"▁ t"`, `"▁ zzqq"`, 1))), "merge")
 }
+
+// TestWholeTextMerge encodes without cutting text into words: SentencePiece
+// merges over the whole normalized text, so the cut must not change ids.
+func TestWholeTextMerge(t *testing.T) {
+	tk := llama(t, "tokenizer.model")
+	m := *tk.m
+	m.splitWords = false
+	whole := &Tokenizer{m: &m, bos: tk.bos, eos: tk.eos, unk: tk.unk, addDummyPrefix: tk.addDummyPrefix, specials: tk.specials}
+	whole.init()
+	for _, name := range []string{"groundtruth.json", "extra_cases.json", "tie_cases.json"} {
+		for i, c := range loadCases(t, name) {
+			if got := whole.Encode(c.Text, c.AddBOS); !slices.Equal(got, c.IDs) {
+				t.Errorf("%s case %d %q: got %v want %v", name, i, c.Text, got, c.IDs)
+			}
+		}
+	}
+}
+
+// TestPipeline runs sugarme's pipeline with this package's model and
+// checks it gives the expected ids (text without special tokens).
+func TestPipeline(t *testing.T) {
+	tk := llama(t, "tokenizer.model")
+	p := tk.Pipeline()
+	n := 0
+	for _, name := range []string{"groundtruth.json", "extra_cases.json", "tie_cases.json"} {
+		for i, c := range loadCases(t, name) {
+			if c.Text == "" || strings.Contains(c.Text, "<s>") {
+				continue
+			}
+			enc, err := p.EncodeSingle(c.Text, false)
+			if err != nil {
+				t.Fatalf("%s case %d: %v", name, i, err)
+			}
+			want := c.IDs
+			if c.AddBOS {
+				want = want[1:]
+			}
+			if !slices.Equal(enc.Ids, want) {
+				t.Errorf("%s case %d %q: pipeline %v want %v", name, i, c.Text, enc.Ids, want)
+			}
+			n++
+		}
+	}
+	t.Logf("%d cases through the sugarme pipeline", n)
+}
