@@ -28,6 +28,8 @@ func Load(ctx context.Context, opts Options, log *slog.Logger) (*Dataset, *Repor
 		ds, rep, err = loadML1M(ctx, opts, log)
 	case ML25M:
 		ds, rep, err = loadML25M(ctx, opts, log)
+	case BookCrossing:
+		ds, rep, err = loadBookCrossing(ctx, opts, log)
 	default:
 		return nil, nil, fmt.Errorf("data: dataset %q: not implemented yet", opts.Dataset)
 	}

@@ -36,6 +36,9 @@ type Report struct {
 	// FewRatingsUsers counts the BookCrossing users removed for having 5 or
 	// fewer kept ratings.
 	FewRatingsUsers int `json:"few_ratings_users"`
+	// BadISBNs counts the BookCrossing books dropped because their ISBN holds
+	// something other than ASCII letters and digits.
+	BadISBNs int `json:"bad_isbns"`
 	// Samples counts the samples before any subsampling (ML-25M).
 	Samples int   `json:"samples"`
 	Stats   Stats `json:"stats"`
