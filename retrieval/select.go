@@ -41,6 +41,7 @@ type Selector struct {
 	sim     []float32 // n x n, or nil when computed on the fly
 	workers int
 	log     *slog.Logger
+	pool    sync.Pool // *scratch for Select
 }
 
 // NewSelector checks that vectors has one finite row per item of ds, all of
@@ -303,8 +304,13 @@ func (s *Selector) Select(smp data.Sample, k int, dst []int32) []int32 {
 	if k <= 0 {
 		return dst
 	}
-	var sc scratch
-	return topK(s.scores(smp, &sc), k, &sc, dst)
+	sc, _ := s.pool.Get().(*scratch)
+	if sc == nil {
+		sc = new(scratch)
+	}
+	dst = topK(s.scores(smp, sc), k, sc, dst)
+	s.pool.Put(sc)
+	return dst
 }
 
 // Selection holds SUBR histories of a list of samples: row i, of length
@@ -370,4 +376,37 @@ func (s *Selector) SelectAll(ctx context.Context, samples []data.Sample, k int) 
 		s.log.Info("retrieval: selected histories", "samples", len(samples), "k", k, "matrix", s.sim != nil, "elapsed", time.Since(start).Round(time.Millisecond))
 	}
 	return sel, nil
+}
+
+// Cached serves Select from a precomputed Selection for the samples it was
+// computed for (when k equals its K) and falls back to a Selector otherwise.
+// It implements prompt's Selector and is safe for concurrent use.
+type Cached struct {
+	sel   *Selection
+	index map[[2]int32]int
+	fall  *Selector
+}
+
+// NewCached indexes sel, computed for samples, by (user, position);
+// fallback serves every other request.
+func NewCached(sel *Selection, samples []data.Sample, fallback *Selector) (*Cached, error) {
+	if fallback == nil {
+		return nil, fmt.Errorf("retrieval: cached selection needs a fallback selector")
+	}
+	if sel.Len() != len(samples) {
+		return nil, fmt.Errorf("retrieval: cached selection has %d rows for %d samples", sel.Len(), len(samples))
+	}
+	idx := make(map[[2]int32]int, len(samples))
+	for i, s := range samples {
+		idx[[2]int32{s.User, s.Pos}] = i
+	}
+	return &Cached{sel: sel, index: idx, fall: fallback}, nil
+}
+
+// Select implements prompt's Selector (see Selector.Select).
+func (c *Cached) Select(smp data.Sample, k int, dst []int32) []int32 {
+	if i, ok := c.index[[2]int32{smp.User, smp.Pos}]; ok && k == c.sel.K {
+		return append(dst[:0], c.sel.Row(i)...)
+	}
+	return c.fall.Select(smp, k, dst)
 }
