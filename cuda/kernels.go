@@ -1,0 +1,92 @@
+package cuda
+
+import (
+	_ "embed"
+	"fmt"
+)
+
+// kernelSource is the CUDA C++ source of every kernel; NVRTC compiles it at
+// run time with one of the Elem macros.
+//
+//go:embed kernels/llama.cu
+var kernelSource string
+
+// KernelSource returns the embedded CUDA source of the kernels.
+func KernelSource() string { return kernelSource }
+
+// Names of the kernels the Go side launches (extern "C" in kernels/llama.cu).
+const (
+	kEmbedGather = "embed_gather"
+	kRMSNorm     = "rmsnorm"
+	kRoPE        = "rope"
+	kAttention   = "attention"
+	kSwiGLU      = "swiglu"
+	kResidualAdd = "residual_add"
+	kGatherLast  = "gather_last"
+	kLMHeadRows  = "lm_head_rows"
+	kMeanPool    = "mean_pool"
+)
+
+// KernelNames lists every kernel the Go side launches.
+var KernelNames = []string{kEmbedGather, kRMSNorm, kRoPE, kAttention, kSwiGLU, kResidualAdd, kGatherLast, kLMHeadRows, kMeanPool}
+
+// Limits the kernels are written for (they match macros in llama.cu).
+const (
+	// MaxHeadDim is the largest head dimension the attention kernel supports (ATT_MAXD).
+	MaxHeadDim = 128
+	// attQT is the number of query rows per attention block (ATT_QT), one warp each.
+	attQT = 8
+)
+
+// Elem is the storage type of weights and of the activations that feed the GEMMs.
+type Elem int
+
+const (
+	// F32 stores float32; the tests use it to check kernels at fp32 tolerance.
+	F32 Elem = iota
+	// BF16 stores bfloat16 (sm_80 and newer).
+	BF16
+	// F16 stores IEEE half precision (sm_70, which has no bf16).
+	F16
+)
+
+// String names the type.
+func (e Elem) String() string {
+	switch e {
+	case F32:
+		return "f32"
+	case BF16:
+		return "bf16"
+	case F16:
+		return "f16"
+	}
+	return fmt.Sprintf("Elem(%d)", int(e))
+}
+
+// Size is the number of bytes per element.
+func (e Elem) Size() int {
+	if e == F32 {
+		return 4
+	}
+	return 2
+}
+
+// macro is the preprocessor define that selects e in llama.cu.
+func (e Elem) macro() string {
+	switch e {
+	case F32:
+		return "-DRELLA_F32"
+	case F16:
+		return "-DRELLA_F16"
+	}
+	return "-DRELLA_BF16"
+}
+
+// ElemFor picks the storage type for a device of compute capability major.minor:
+// bf16 from sm_80 (Ampere) on, fp16 before.
+func ElemFor(major, minor int) Elem {
+	if major >= 8 {
+		return BF16
+	}
+	return F16
+}
