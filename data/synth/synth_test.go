@@ -445,3 +445,98 @@ func TestBookCrossingFormat(t *testing.T) {
 		t.Errorf("NULL ages %d, &amp; %d, \\\" %d, Windows-1252 quotes %d: want some of each", nulls, entities, escQuotes, curly)
 	}
 }
+
+// TestBookCrossingReadable loads the files with the real reader and
+// compares users, books, sequences and labels with the generated world.
+func TestBookCrossingReadable(t *testing.T) {
+	o := DefaultOptions()
+	dir := t.TempDir()
+	if err := WriteBookCrossing(dir, o); err != nil {
+		t.Fatal(err)
+	}
+	ds, rep := loadSynth(t, data.BookCrossing, dir)
+	w := genBookWorld(o)
+	if rep.BadISBNs != 1 {
+		t.Errorf("report: %d bad ISBNs, want 1", rep.BadISBNs)
+	}
+	books := make(map[string]book)
+	for _, b := range w.books {
+		books[b.isbn] = b
+	}
+	unknownIfNA := func(s string) string {
+		if s == "n/a" {
+			return "unknown"
+		}
+		return s
+	}
+	for _, it := range ds.Items {
+		b, ok := books[it.ID]
+		if !ok || b.invalidISBN {
+			t.Fatalf("reader kept book %q", it.ID)
+		}
+		year := b.year
+		if len(year) != 4 {
+			year = "unknown"
+		}
+		if it.Title != b.title || it.Author != unknownIfNA(b.author) || it.Year != year || it.Publisher != unknownIfNA(b.publisher) {
+			t.Errorf("book %s: read %q / %q / %q / %q, wrote %q / %q / %q / %q", it.ID,
+				it.Title, it.Author, it.Year, it.Publisher, b.title, b.author, b.year, b.publisher)
+		}
+	}
+	wantSeq := make(map[string][]string)
+	for _, r := range w.ratings {
+		if r.known {
+			id := itoa(w.users[r.user].id)
+			wantSeq[id] = append(wantSeq[id], r.isbn+"@"+itoa(r.rating))
+		}
+	}
+	withSample := 0
+	for _, s := range wantSeq {
+		if len(s) > 5 {
+			withSample++
+		}
+	}
+	if n := len(ds.Train) + len(ds.Valid) + len(ds.Test); n != withSample || len(ds.Users) != withSample {
+		t.Errorf("%d samples and %d users, want %d", n, len(ds.Users), withSample)
+	}
+	wUser := make(map[string]bxUser)
+	for _, u := range w.users {
+		wUser[itoa(u.id)] = u
+	}
+	for u, seq := range ds.Seqs {
+		id := ds.Users[u].ID
+		var got []string
+		for _, e := range seq {
+			got = append(got, ds.Items[e.Item].ID+"@"+ftoa(e.Rating))
+		}
+		exp := append([]string(nil), wantSeq[id]...)
+		for i := range exp {
+			exp[i] += ".0"
+		}
+		sort.Strings(got)
+		sort.Strings(exp)
+		if strings.Join(got, " ") != strings.Join(exp, " ") {
+			t.Errorf("user %s: read %v, wrote %v", id, got, exp)
+		}
+		wu := wUser[id]
+		switch wu.age {
+		case "NULL", "0", "150":
+			if ds.Users[u].Age != "unknown" {
+				t.Errorf("user %s: age %q read as %q, want unknown", id, wu.age, ds.Users[u].Age)
+			}
+		}
+		wantLoc := map[string]string{"nyc, new york, usa": "USA", "seattle, washington, u s a": "USA",
+			"portland, oregon, us": "USA", "münchen, bayern, germany": "Germany", "?, ?, ?": "unknown"}[wu.location]
+		if wantLoc != "" && ds.Users[u].Location != wantLoc {
+			t.Errorf("user %s: location %q read as %q, want %q", id, wu.location, ds.Users[u].Location, wantLoc)
+		}
+	}
+	for _, split := range [][]data.Sample{ds.Train, ds.Valid, ds.Test} {
+		for _, s := range split {
+			r := ds.Seqs[s.User][s.Pos].Rating
+			if (r >= 5) != (s.Label == 1) {
+				t.Errorf("sample %+v: rating %v, label %d", s, r, s.Label)
+			}
+		}
+	}
+}
