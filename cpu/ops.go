@@ -1,0 +1,757 @@
+package cpu
+
+// The LLaMA-specific operations of the graph. Each is a Gorgonia Op with an
+// explicit forward kernel and a symbolic derivative built from further ops,
+// so Gorgonia's autodiff composes them. Writing them here (instead of
+// chaining Gorgonia's generic element-wise ops) keeps the numerics exact
+// (stable softmax, no InverseSqrt), avoids Gorgonia's in-place aliasing,
+// and keeps the big intermediates (attention scores) out of the graph.
+
+import (
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"math"
+	"runtime"
+	"sync"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
+)
+
+// fnOp is a Gorgonia Op defined by closures.
+type fnOp struct {
+	name  string
+	arity int
+	typ   hm.Type
+	shape func(in []tensor.Shape) (tensor.Shape, error)
+	do    func(in []G.Value) (G.Value, error)
+	diff  func(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) // nil: not differentiable
+	wrt   []bool
+}
+
+func (o *fnOp) Arity() int       { return o.arity }
+func (o *fnOp) Type() hm.Type    { return o.typ }
+func (o *fnOp) ReturnsPtr() bool { return false }
+func (o *fnOp) CallsExtern() bool {
+	return false
+}
+func (o *fnOp) OverwritesInput() int  { return -1 }
+func (o *fnOp) WriteHash(h hash.Hash) { fmt.Fprintf(h, "%s-%p", o.name, o) }
+func (o *fnOp) Hashcode() uint32      { h := fnv.New32a(); o.WriteHash(h); return h.Sum32() }
+func (o *fnOp) String() string        { return o.name }
+func (o *fnOp) Do(in ...G.Value) (G.Value, error) {
+	if len(in) != o.arity {
+		return nil, fmt.Errorf("%s: %d inputs, want %d", o.name, len(in), o.arity)
+	}
+	return o.do(in)
+}
+func (o *fnOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
+	shapes := make([]tensor.Shape, len(in))
+	for i, d := range in {
+		s, ok := d.(tensor.Shape)
+		if !ok {
+			return nil, fmt.Errorf("%s: input %d has no shape", o.name, i)
+		}
+		shapes[i] = s
+	}
+	return o.shape(shapes)
+}
+func (o *fnOp) DiffWRT(n int) []bool {
+	if o.wrt != nil {
+		return o.wrt
+	}
+	return make([]bool, n)
+}
+func (o *fnOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if o.diff == nil {
+		return nil, fmt.Errorf("%s is not differentiable", o.name)
+	}
+	return o.diff(inputs, output, grad)
+}
+
+// sameType is the type a -> a -> ... -> a of an op with n inputs.
+func sameType(n int) hm.Type {
+	a := hm.TypeVariable('a')
+	ts := make([]hm.Type, n+1)
+	for i := range ts {
+		ts[i] = a
+	}
+	return hm.NewFnType(ts...)
+}
+
+func shapeOf(i int) func([]tensor.Shape) (tensor.Shape, error) {
+	return func(in []tensor.Shape) (tensor.Shape, error) { return in[i].Clone(), nil }
+}
+
+// apply builds a node for op on the inputs, turning a panic-free error into one naming the op.
+func apply(op *fnOp, in ...*G.Node) (*G.Node, error) {
+	n, err := G.ApplyOp(op, in...)
+	if err != nil {
+		return nil, fmt.Errorf("cpu: graph: %s: %w", op.name, err)
+	}
+	return n, nil
+}
+
+// dense returns v as a contiguous *tensor.Dense.
+func dense(v G.Value) (*tensor.Dense, error) {
+	d, ok := v.(*tensor.Dense)
+	if !ok {
+		return nil, fmt.Errorf("value %T is not a dense tensor", v)
+	}
+	if d.IsView() {
+		d = d.Materialize().(*tensor.Dense)
+	}
+	return d, nil
+}
+
+// scalar reads a scalar value (a gradient seed).
+func scalar(v G.Value) (float64, error) {
+	switch s := v.(type) {
+	case *G.F32:
+		return float64(*s), nil
+	case *G.F64:
+		return float64(*s), nil
+	case *tensor.Dense:
+		switch d := s.Data().(type) {
+		case []float32:
+			return float64(d[0]), nil
+		case []float64:
+			return d[0], nil
+		case float32:
+			return float64(d), nil
+		case float64:
+			return d, nil
+		}
+	}
+	return 0, fmt.Errorf("value %T is not a float scalar", v)
+}
+
+type float interface{ ~float32 | ~float64 }
+
+// run applies f to the inputs' data as []float32 or []float64 (all inputs of one dtype)
+// and returns a new tensor of the given shape.
+func run(shape tensor.Shape, in []G.Value, f32 func(out []float32, in [][]float32), f64 func(out []float64, in [][]float64)) (G.Value, error) {
+	ds := make([]*tensor.Dense, len(in))
+	for i, v := range in {
+		d, err := dense(v)
+		if err != nil {
+			return nil, err
+		}
+		ds[i] = d
+	}
+	dt := ds[0].Dtype()
+	out := tensor.New(tensor.Of(dt), tensor.WithShape(shape...))
+	switch dt {
+	case tensor.Float32:
+		xs := make([][]float32, len(ds))
+		for i, d := range ds {
+			x, ok := d.Data().([]float32)
+			if !ok {
+				return nil, fmt.Errorf("input %d is %v, want float32", i, d.Dtype())
+			}
+			xs[i] = x
+		}
+		f32(out.Data().([]float32), xs)
+	case tensor.Float64:
+		xs := make([][]float64, len(ds))
+		for i, d := range ds {
+			x, ok := d.Data().([]float64)
+			if !ok {
+				return nil, fmt.Errorf("input %d is %v, want float64", i, d.Dtype())
+			}
+			xs[i] = x
+		}
+		f64(out.Data().([]float64), xs)
+	default:
+		return nil, fmt.Errorf("dtype %v is not supported", dt)
+	}
+	return out, nil
+}
+
+// parallel runs f over [0,n) split into chunks on all cores.
+func parallel(n int, f func(lo, hi int)) {
+	w := runtime.GOMAXPROCS(0)
+	if w > n {
+		w = n
+	}
+	if w <= 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	step := (n + w - 1) / w
+	for lo := 0; lo < n; lo += step {
+		hi := min(lo+step, n)
+		wg.Add(1)
+		go func() { defer wg.Done(); f(lo, hi) }()
+	}
+	wg.Wait()
+}
+
+var blasImpl gonum.Implementation
+
+// gemm computes c = a·b (with optional transposes) on row-major data.
+func gemm[T float](tA, tB blas.Transpose, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	switch av := any(a).(type) {
+	case []float32:
+		blasImpl.Sgemm(tA, tB, m, n, k, 1, av, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
+	case []float64:
+		blasImpl.Dgemm(tA, tB, m, n, k, 1, av, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
+	}
+}
+
+// ---- linear: y = x·Wᵀ, x [N, in], W [out, in] (HF layout) ----
+
+func linear(x, w *G.Node) (*G.Node, error) {
+	return apply(linearOp(), x, w)
+}
+
+func linearOp() *fnOp {
+	return &fnOp{name: "linear", arity: 2, typ: sameType(2), wrt: []bool{true, true},
+		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+			if in[0].Dims() != 2 || in[1].Dims() != 2 || in[0][1] != in[1][1] {
+				return nil, fmt.Errorf("linear: shapes %v and %v", in[0], in[1])
+			}
+			return tensor.Shape{in[0][0], in[1][0]}, nil
+		},
+		do: func(in []G.Value) (G.Value, error) {
+			s0, s1 := in[0].Shape(), in[1].Shape()
+			n, k, m := s0[0], s0[1], s1[0]
+			return run(tensor.Shape{n, m}, in,
+				func(o []float32, x [][]float32) { gemm(blas.NoTrans, blas.Trans, n, m, k, x[0], k, x[1], k, 0, o, m) },
+				func(o []float64, x [][]float64) { gemm(blas.NoTrans, blas.Trans, n, m, k, x[0], k, x[1], k, 0, o, m) })
+		},
+		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+			dx, err := apply(matmulNNOp(), g, in[1]) // g [N,out] · W [out,in]
+			if err != nil {
+				return nil, err
+			}
+			dw, err := apply(matmulTNOp(), g, in[0]) // gᵀ [out,N] · x [N,in]
+			if err != nil {
+				return nil, err
+			}
+			return G.Nodes{dx, dw}, nil
+		},
+	}
+}
+
+// matmulNNOp: a [n,k] · b [k,m].
+func matmulNNOp() *fnOp {
+	return &fnOp{name: "matmulNN", arity: 2, typ: sameType(2),
+		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], in[1][1]}, nil },
+		do: func(in []G.Value) (G.Value, error) {
+			s0, s1 := in[0].Shape(), in[1].Shape()
+			n, k, m := s0[0], s0[1], s1[1]
+			return run(tensor.Shape{n, m}, in,
+				func(o []float32, x [][]float32) { gemm(blas.NoTrans, blas.NoTrans, n, m, k, x[0], k, x[1], m, 0, o, m) },
+				func(o []float64, x [][]float64) { gemm(blas.NoTrans, blas.NoTrans, n, m, k, x[0], k, x[1], m, 0, o, m) })
+		},
+	}
+}
+
+// matmulTNOp: aᵀ · b with a [k,n], b [k,m].
+func matmulTNOp() *fnOp {
+	return &fnOp{name: "matmulTN", arity: 2, typ: sameType(2),
+		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][1], in[1][1]}, nil },
+		do: func(in []G.Value) (G.Value, error) {
+			s0, s1 := in[0].Shape(), in[1].Shape()
+			k, n, m := s0[0], s0[1], s1[1]
+			return run(tensor.Shape{n, m}, in,
+				func(o []float32, x [][]float32) { gemm(blas.Trans, blas.NoTrans, n, m, k, x[0], n, x[1], m, 0, o, m) },
+				func(o []float64, x [][]float64) { gemm(blas.Trans, blas.NoTrans, n, m, k, x[0], n, x[1], m, 0, o, m) })
+		},
+	}
+}
+
+// ---- element-wise: add, scale, dropout mask ----
+
+func add(a, b *G.Node) (*G.Node, error) {
+	op := &fnOp{name: "add", arity: 2, typ: sameType(2), wrt: []bool{true, true}, shape: shapeOf(0),
+		do: func(in []G.Value) (G.Value, error) {
+			return run(in[0].Shape(), in, addKernel[float32], addKernel[float64])
+		},
+		diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) { return G.Nodes{g, g}, nil },
+	}
+	return apply(op, a, b)
+}
+
+func addKernel[T float](o []T, x [][]T) {
+	a, b := x[0], x[1]
+	for i := range o {
+		o[i] = a[i] + b[i]
+	}
+}
+
+// scale multiplies by a constant.
+func scale(x *G.Node, s float64) (*G.Node, error) { return apply(scaleOp(s), x) }
+
+func scaleOp(s float64) *fnOp {
+	return &fnOp{name: fmt.Sprintf("scale(%g)", s), arity: 1, typ: sameType(1), wrt: []bool{true}, shape: shapeOf(0),
+		do: func(in []G.Value) (G.Value, error) {
+			return run(in[0].Shape(), in, scaleKernel[float32](s), scaleKernel[float64](s))
+		},
+		diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) {
+			d, err := scale(g, s)
+			return G.Nodes{d}, err
+		},
+	}
+}
+
+func scaleKernel[T float](s float64) func(o []T, x [][]T) {
+	return func(o []T, x [][]T) {
+		for i, v := range x[0] {
+			o[i] = v * T(s)
+		}
+	}
+}
+
+// maskMul multiplies element-wise by *mask (same length as x), a constant
+// the engine refills before each run (inverted dropout).
+func maskMul(x *G.Node, mask *[]float64) (*G.Node, error) { return apply(maskOp(mask), x) }
+
+func maskOp(mask *[]float64) *fnOp {
+	return &fnOp{name: "dropoutMask", arity: 1, typ: sameType(1), wrt: []bool{true}, shape: shapeOf(0),
+		do: func(in []G.Value) (G.Value, error) {
+			if len(*mask) != in[0].Shape().TotalSize() {
+				return nil, fmt.Errorf("dropout mask has %d values for a %v tensor", len(*mask), in[0].Shape())
+			}
+			return run(in[0].Shape(), in, maskKernel[float32](mask), maskKernel[float64](mask))
+		},
+		diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) {
+			d, err := maskMul(g, mask)
+			return G.Nodes{d}, err
+		},
+	}
+}
+
+func maskKernel[T float](mask *[]float64) func(o []T, x [][]T) {
+	return func(o []T, x [][]T) {
+		m := *mask
+		for i, v := range x[0] {
+			o[i] = v * T(m[i])
+		}
+	}
+}
+
+// ---- RMSNorm with a frozen weight ----
+
+func rmsNorm(x *G.Node, w []float64, eps float64) (*G.Node, error) {
+	op := &fnOp{name: "rmsnorm", arity: 1, typ: sameType(1), wrt: []bool{true}, shape: shapeOf(0),
+		do: func(in []G.Value) (G.Value, error) {
+			if in[0].Shape()[1] != len(w) {
+				return nil, fmt.Errorf("rmsnorm: input %v, weight %d", in[0].Shape(), len(w))
+			}
+			return run(in[0].Shape(), in, rmsKernel[float32](w, eps, false), rmsKernel[float64](w, eps, false))
+		},
+		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+			op := &fnOp{name: "rmsnormGrad", arity: 2, typ: sameType(2), shape: shapeOf(0),
+				do: func(in []G.Value) (G.Value, error) {
+					return run(in[0].Shape(), in, rmsKernel[float32](w, eps, true), rmsKernel[float64](w, eps, true))
+				}}
+			d, err := apply(op, in[0], g)
+			return G.Nodes{d}, err
+		},
+	}
+	return apply(op, x)
+}
+
+// rmsKernel computes y = x·r·w with r = 1/sqrt(mean(x²)+eps) per row, or
+// (grad) dx = r·(g∘w) − x·r³·Σ(g∘w∘x)/D.
+func rmsKernel[T float](w []float64, eps float64, grad bool) func(o []T, x [][]T) {
+	return func(o []T, in [][]T) {
+		d := len(w)
+		x := in[0]
+		parallel(len(x)/d, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				row, out := x[r*d:(r+1)*d], o[r*d:(r+1)*d]
+				var ss float64
+				for _, v := range row {
+					ss += float64(v) * float64(v)
+				}
+				inv := 1 / math.Sqrt(ss/float64(d)+eps)
+				if !grad {
+					for i, v := range row {
+						out[i] = T(float64(v) * inv * w[i])
+					}
+					continue
+				}
+				g := in[1][r*d : (r+1)*d]
+				var s float64
+				for i, v := range row {
+					s += float64(g[i]) * w[i] * float64(v)
+				}
+				c := inv * inv * inv * s / float64(d)
+				for i, v := range row {
+					out[i] = T(inv*float64(g[i])*w[i] - float64(v)*c)
+				}
+			}
+		})
+	}
+}
+
+// ---- rotary position embedding (HF rotate-half) ----
+
+// rope rotates x [B*T, heads*hd] by position t = row mod T and multiplies by
+// mul (1/sqrt(hd) folds the attention scale into q). cos and sin are
+// [maxT, hd/2] tables.
+func rope(x *G.Node, cos, sin []float64, T, heads, hd int, mul float64) (*G.Node, error) {
+	return apply(ropeOp(cos, sin, T, heads, hd, mul, false), x)
+}
+
+func ropeOp(cos, sin []float64, T, heads, hd int, mul float64, inverse bool) *fnOp {
+	return &fnOp{name: "rope", arity: 1, typ: sameType(1), wrt: []bool{true}, shape: shapeOf(0),
+		do: func(in []G.Value) (G.Value, error) {
+			s := in[0].Shape()
+			if s[1] != heads*hd || s[0]%T != 0 || len(cos) < T*hd/2 {
+				return nil, fmt.Errorf("rope: input %v, T %d, heads %d, head_dim %d, table %d", s, T, heads, hd, len(cos))
+			}
+			return run(s, in, ropeKernel[float32](cos, sin, T, heads, hd, mul, inverse), ropeKernel[float64](cos, sin, T, heads, hd, mul, inverse))
+		},
+		diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) {
+			d, err := apply(ropeOp(cos, sin, T, heads, hd, mul, !inverse), g)
+			return G.Nodes{d}, err
+		},
+	}
+}
+
+func ropeKernel[T float](cos, sin []float64, seqT, heads, hd int, mul float64, inverse bool) func(o []T, x [][]T) {
+	return func(o []T, in [][]T) {
+		x := in[0]
+		half := hd / 2
+		width := heads * hd
+		parallel(len(x)/width, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				t := r % seqT
+				for h := 0; h < heads; h++ {
+					base := r*width + h*hd
+					for i := 0; i < half; i++ {
+						c, s := cos[t*half+i]*mul, sin[t*half+i]*mul
+						if inverse {
+							s = -s
+						}
+						x1, x2 := float64(x[base+i]), float64(x[base+i+half])
+						o[base+i] = T(x1*c - x2*s)
+						o[base+i+half] = T(x2*c + x1*s)
+					}
+				}
+			}
+		})
+	}
+}
+
+// ropeTables returns cos and sin of t·θ^(−2i/hd) for t < maxT, i < hd/2.
+func ropeTables(maxT, hd int, theta float64) (cos, sin []float64) {
+	half := hd / 2
+	cos, sin = make([]float64, maxT*half), make([]float64, maxT*half)
+	for i := 0; i < half; i++ {
+		inv := math.Pow(theta, -2*float64(i)/float64(hd))
+		for t := 0; t < maxT; t++ {
+			a := float64(t) * inv
+			cos[t*half+i], sin[t*half+i] = math.Cos(a), math.Sin(a)
+		}
+	}
+	return cos, sin
+}
+
+// ---- SwiGLU: silu(a)∘b ----
+
+func swiglu(a, b *G.Node) (*G.Node, error) {
+	op := &fnOp{name: "swiglu", arity: 2, typ: sameType(2), wrt: []bool{true, true}, shape: shapeOf(0),
+		do: func(in []G.Value) (G.Value, error) {
+			return run(in[0].Shape(), in, swigluKernel[float32](0), swigluKernel[float64](0))
+		},
+		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+			var out G.Nodes
+			for k := 1; k <= 2; k++ {
+				op := &fnOp{name: fmt.Sprintf("swigluGrad%d", k), arity: 3, typ: sameType(3), shape: shapeOf(0),
+					do: func(in []G.Value) (G.Value, error) {
+						return run(in[0].Shape(), in, swigluKernel[float32](k), swigluKernel[float64](k))
+					}}
+				d, err := apply(op, in[0], in[1], g)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, d)
+			}
+			return out, nil
+		},
+	}
+	return apply(op, a, b)
+}
+
+// swigluKernel: which 0 = forward, 1 = d/da, 2 = d/db (inputs a, b, g).
+func swigluKernel[T float](which int) func(o []T, x [][]T) {
+	return func(o []T, in [][]T) {
+		a, b := in[0], in[1]
+		parallel(len(a), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				av := float64(a[i])
+				sig := 1 / (1 + math.Exp(-av))
+				switch which {
+				case 0:
+					o[i] = T(av * sig * float64(b[i]))
+				case 1:
+					o[i] = T(float64(in[2][i]) * float64(b[i]) * sig * (1 + av*(1-sig)))
+				default:
+					o[i] = T(float64(in[2][i]) * av * sig)
+				}
+			}
+		})
+	}
+}
+
+// ---- causal grouped-query attention ----
+
+// attention computes softmax(q·kᵀ + causal mask)·v per (sequence, head) for
+// q [B*T, H*hd] (already rotated and scaled), k, v [B*T, KV*hd]; query head
+// h reads kv head h/(H/KV) (HF repeat_kv). Rows t ≥ a sequence's length
+// (right padding) see only earlier keys, so real rows never see padding.
+func attention(q, k, v *G.Node, T, H, KV, hd int) (*G.Node, error) {
+	op := &fnOp{name: "attention", arity: 3, typ: sameType(3), wrt: []bool{true, true, true}, shape: shapeOf(0),
+		do: func(in []G.Value) (G.Value, error) {
+			return run(in[0].Shape(), in, attnKernel[float32](T, H, KV, hd, -1), attnKernel[float64](T, H, KV, hd, -1))
+		},
+		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+			var out G.Nodes
+			for which := 0; which < 3; which++ {
+				op := &fnOp{name: fmt.Sprintf("attentionGrad%d", which), arity: 4, typ: sameType(4), shape: shapeOf(which),
+					do: func(in []G.Value) (G.Value, error) {
+						return run(in[which].Shape(), in, attnKernel[float32](T, H, KV, hd, which), attnKernel[float64](T, H, KV, hd, which))
+					}}
+				d, err := apply(op, in[0], in[1], in[2], g)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, d)
+			}
+			return out, nil
+		},
+	}
+	return apply(op, q, k, v)
+}
+
+// attnKernel: which −1 = forward (inputs q,k,v), 0/1/2 = gradient of q/k/v
+// (inputs q,k,v,g). Gradients of k and v sum over the query heads of a group.
+func attnKernel[E float](T, H, KV, hd, which int) func(o []E, x [][]E) {
+	return func(o []E, in [][]E) {
+		q, k, v := in[0], in[1], in[2]
+		qw, kw := H*hd, KV*hd
+		B := len(q) / (T * qw)
+		group := H / KV
+		for i := range o {
+			o[i] = 0
+		}
+		// Work items: (b, kv head); the heads of a group share k and v, so
+		// one worker owns a (b, kv) block of the k/v gradients.
+		parallel(B*KV, func(lo, hi int) {
+			s := make([]E, T*T)  // scores / probabilities
+			dp := make([]E, T*T) // gradient of probabilities
+			for item := lo; item < hi; item++ {
+				b, j := item/KV, item%KV
+				kOff, vOff := b*T*kw+j*hd, b*T*kw+j*hd
+				for hh := 0; hh < group; hh++ {
+					h := j*group + hh
+					qOff := b*T*qw + h*hd
+					// s = q_h · k_jᵀ, masked softmax per row
+					gemm(blas.NoTrans, blas.Trans, T, T, hd, q[qOff:], qw, k[kOff:], kw, 0, s, T)
+					for t := 0; t < T; t++ {
+						row := s[t*T : (t+1)*T]
+						m := float64(row[0])
+						for u := 1; u <= t; u++ {
+							m = math.Max(m, float64(row[u]))
+						}
+						var sum float64
+						for u := 0; u <= t; u++ {
+							e := math.Exp(float64(row[u]) - m)
+							row[u] = E(e)
+							sum += e
+						}
+						for u := 0; u <= t; u++ {
+							row[u] = E(float64(row[u]) / sum)
+						}
+						for u := t + 1; u < T; u++ {
+							row[u] = 0
+						}
+					}
+					switch which {
+					case -1: // o_h = p · v_j
+						gemm(blas.NoTrans, blas.NoTrans, T, hd, T, s, T, v[vOff:], kw, 0, o[qOff:], qw)
+						continue
+					case 2: // dv_j += pᵀ · g_h
+						gemm(blas.Trans, blas.NoTrans, T, hd, T, s, T, in[3][qOff:], qw, 1, o[vOff:], kw)
+						continue
+					}
+					// dp = g_h · v_jᵀ ; ds = p∘(dp − rowsum(dp∘p))
+					gemm(blas.NoTrans, blas.Trans, T, T, hd, in[3][qOff:], qw, v[vOff:], kw, 0, dp, T)
+					for t := 0; t < T; t++ {
+						p, d := s[t*T:(t+1)*T], dp[t*T:(t+1)*T]
+						var dot float64
+						for u := 0; u <= t; u++ {
+							dot += float64(p[u]) * float64(d[u])
+						}
+						for u := 0; u <= t; u++ {
+							d[u] = E(float64(p[u]) * (float64(d[u]) - dot))
+						}
+						for u := t + 1; u < T; u++ {
+							d[u] = 0
+						}
+					}
+					if which == 0 { // dq_h = ds · k_j
+						gemm(blas.NoTrans, blas.NoTrans, T, hd, T, dp, T, k[kOff:], kw, 0, o[qOff:], qw)
+					} else { // dk_j += dsᵀ · q_h
+						gemm(blas.Trans, blas.NoTrans, T, hd, T, dp, T, q[qOff:], qw, 1, o[kOff:], kw)
+					}
+				}
+			}
+		})
+	}
+}
+
+// ---- gather rows / scatter back ----
+
+// gather picks rows *idx of x [M, D]; *idx has a fixed length and is refilled
+// by the engine before each run.
+func gather(x *G.Node, idx *[]int) (*G.Node, error) {
+	n := len(*idx)
+	op := &fnOp{name: "gather", arity: 1, typ: sameType(1), wrt: []bool{true},
+		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{n, in[0][1]}, nil },
+		do: func(in []G.Value) (G.Value, error) {
+			s := in[0].Shape()
+			return run(tensor.Shape{n, s[1]}, in, gatherKernel[float32](*idx, s[1], false), gatherKernel[float64](*idx, s[1], false))
+		},
+		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+			m := in[0].Shape()[0]
+			op := &fnOp{name: "scatter", arity: 1, typ: sameType(1),
+				shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{m, in[0][1]}, nil },
+				do: func(in []G.Value) (G.Value, error) {
+					d := in[0].Shape()[1]
+					return run(tensor.Shape{m, d}, in, gatherKernel[float32](*idx, d, true), gatherKernel[float64](*idx, d, true))
+				}}
+			d, err := apply(op, g)
+			return G.Nodes{d}, err
+		},
+	}
+	return apply(op, x)
+}
+
+func gatherKernel[T float](idx []int, d int, scatter bool) func(o []T, x [][]T) {
+	return func(o []T, in [][]T) {
+		x := in[0]
+		if scatter {
+			for i := range o {
+				o[i] = 0
+			}
+		}
+		for r, i := range idx {
+			if scatter {
+				for c := 0; c < d; c++ {
+					o[i*d+c] += x[r*d+c]
+				}
+			} else {
+				copy(o[r*d:(r+1)*d], x[i*d:(i+1)*d])
+			}
+		}
+	}
+}
+
+// ---- cross-entropy ----
+
+// ceState holds the labels of the rows of the logits (refilled per run),
+// their weights (0 for padding rows) and the loss of the last run in float64.
+type ceState struct {
+	labels []int
+	weight []float64
+	loss   float64
+}
+
+// crossEntropy returns the scalar Σ_n w_n·(logsumexp(x_n) − x_n[label_n]) of logits x [N, V].
+func crossEntropy(x *G.Node, st *ceState) (*G.Node, error) {
+	a := hm.TypeVariable('a')
+	op := &fnOp{name: "crossEntropy", arity: 1, typ: hm.NewFnType(G.TensorType{Dims: 2, Of: a}, a), wrt: []bool{true},
+		shape: func([]tensor.Shape) (tensor.Shape, error) { return tensor.ScalarShape(), nil },
+		do: func(in []G.Value) (G.Value, error) {
+			d, err := dense(in[0])
+			if err != nil {
+				return nil, err
+			}
+			var loss float64
+			switch x := d.Data().(type) {
+			case []float32:
+				loss = ceForward(x, st)
+				return G.NewF32(float32(loss)), nil
+			case []float64:
+				loss = ceForward(x, st)
+				return G.NewF64(loss), nil
+			}
+			return nil, fmt.Errorf("crossEntropy: dtype %v", d.Dtype())
+		},
+		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+			op := &fnOp{name: "crossEntropyGrad", arity: 2, typ: hm.NewFnType(G.TensorType{Dims: 2, Of: a}, a, G.TensorType{Dims: 2, Of: a}), shape: shapeOf(0),
+				do: func(in []G.Value) (G.Value, error) {
+					gs, err := scalar(in[1])
+					if err != nil {
+						return nil, err
+					}
+					return run(in[0].Shape(), in[:1], ceGradKernel[float32](st, gs), ceGradKernel[float64](st, gs))
+				}}
+			d, err := apply(op, in[0], g)
+			return G.Nodes{d}, err
+		},
+	}
+	return apply(op, x)
+}
+
+func ceForward[T float](x []T, st *ceState) float64 {
+	n := len(st.labels)
+	v := len(x) / n
+	var total float64
+	for r := 0; r < n; r++ {
+		if st.weight[r] == 0 {
+			continue
+		}
+		row := x[r*v : (r+1)*v]
+		total += st.weight[r] * (logSumExp(row) - float64(row[st.labels[r]]))
+	}
+	st.loss = total
+	return total
+}
+
+func logSumExp[T float](row []T) float64 {
+	m := float64(row[0])
+	for _, e := range row {
+		m = math.Max(m, float64(e))
+	}
+	var s float64
+	for _, e := range row {
+		s += math.Exp(float64(e) - m)
+	}
+	return m + math.Log(s)
+}
+
+func ceGradKernel[T float](st *ceState, g float64) func(o []T, x [][]T) {
+	return func(o []T, in [][]T) {
+		x := in[0]
+		n := len(st.labels)
+		v := len(x) / n
+		for r := 0; r < n; r++ {
+			row, out := x[r*v:(r+1)*v], o[r*v:(r+1)*v]
+			w := st.weight[r] * g
+			if w == 0 {
+				for i := range out {
+					out[i] = 0
+				}
+				continue
+			}
+			lse := logSumExp(row)
+			for i, e := range row {
+				out[i] = T(w * math.Exp(float64(e)-lse))
+			}
+			out[st.labels[r]] -= T(w)
+		}
+	}
+}
