@@ -119,3 +119,53 @@ func BenchmarkSelectAllML1M(b *testing.B) {
 		b.ReportMetric(t2.Sub(t1).Seconds(), "select-s")
 	}
 }
+
+// BenchmarkSelectAllOnTheFlyML25M selects K = 30 SUBR histories for 160,000
+// samples (the paper's 90,000 train + 70,000 test) drawn uniformly from the
+// ratings of 20,000 users with ML-25M-like skewed history lengths (log-normal,
+// mean about 150, up to 32,000), over 59,047 items with d = 512: too many
+// items for the similarity matrix, so similarities are computed per sample.
+//
+//	go test ./retrieval/ -run '^$' -bench OnTheFly -benchtime 1x -cpu 2
+func BenchmarkSelectAllOnTheFlyML25M(b *testing.B) {
+	const users, items, nSamples = 20000, 59047, 160000
+	rng := rand.New(rand.NewPCG(25, 1))
+	ds := &data.Dataset{Kind: data.ML25M, Items: make([]data.Item, items)}
+	type ref struct{ u, p int32 }
+	var all []ref
+	for u := 0; u < users; u++ {
+		l := min(20+int(math.Exp(4.0+1.25*rng.NormFloat64())), 32000)
+		seq := make([]data.Event, l)
+		for p := range seq {
+			seq[p] = data.Event{Item: int32(rng.IntN(items))}
+			if p >= 5 {
+				all = append(all, ref{int32(u), int32(p)})
+			}
+		}
+		ds.Users = append(ds.Users, data.User{})
+		ds.Seqs = append(ds.Seqs, seq)
+	}
+	samples := make([]data.Sample, nSamples)
+	hist := 0
+	for i := range samples {
+		r := all[rng.IntN(len(all))]
+		samples[i] = data.Sample{User: r.u, Pos: r.p}
+		hist += int(r.p)
+	}
+	b.Logf("%d ratings, mean history of a sample %.0f", len(all)+5*users, float64(hist)/nSamples)
+	vec := randomUnitVectors(rng, items, 512)
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		sel, err := NewSelector(ctx, ds, vec, SelectorOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if sel.HasMatrix() {
+			b.Fatal("59,047 items must not get a matrix")
+		}
+		if _, err := sel.SelectAll(ctx, samples, 30); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -10,6 +10,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
+
+	"gonum.org/v1/gonum/blas/gonum"
 
 	"github.com/rella-project/rella/data"
 )
@@ -37,7 +40,8 @@ type SelectorOptions struct {
 type Selector struct {
 	ds      *data.Dataset
 	n, d    int
-	vec     []float32 // n x d, row-major
+	stride  int       // d rounded up to a multiple of 4; padding is zero
+	vec     []float32 // n x stride, row-major, 16-byte aligned rows
 	sim     []float32 // n x n, or nil when computed on the fly
 	workers int
 	log     *slog.Logger
@@ -63,7 +67,8 @@ func NewSelector(ctx context.Context, ds *data.Dataset, vectors [][]float32, opt
 	if d == 0 {
 		return nil, fmt.Errorf("retrieval: selector: item vectors are empty")
 	}
-	vec := make([]float32, n*d)
+	stride := (d + 3) &^ 3
+	vec := alignedFloats(n * stride)
 	for i, v := range vectors {
 		if len(v) != d {
 			return nil, fmt.Errorf("retrieval: selector: item %d vector has length %d, want %d", i, len(v), d)
@@ -73,7 +78,7 @@ func NewSelector(ctx context.Context, ds *data.Dataset, vectors [][]float32, opt
 				return nil, fmt.Errorf("retrieval: selector: item %d vector entry %d is not finite (%v)", i, j, a)
 			}
 		}
-		copy(vec[i*d:], v)
+		copy(vec[i*stride:], v)
 	}
 	for u, seq := range ds.Seqs {
 		for p, e := range seq {
@@ -82,7 +87,7 @@ func NewSelector(ctx context.Context, ds *data.Dataset, vectors [][]float32, opt
 			}
 		}
 	}
-	s := &Selector{ds: ds, n: n, d: d, vec: vec, workers: opts.Workers, log: opts.Logger}
+	s := &Selector{ds: ds, n: n, d: d, stride: stride, vec: vec, workers: opts.Workers, log: opts.Logger}
 	if s.workers <= 0 {
 		s.workers = runtime.GOMAXPROCS(0)
 	}
@@ -115,29 +120,35 @@ func (s *Selector) Similarity(a, b int32) float32 {
 	return s.dot(a, b)
 }
 
-// dot is the one place similarities are computed: float64 accumulation of
-// the float32 products in a fixed order, rounded to float32, so that the
-// matrix and the on-the-fly paths agree bit for bit.
-func (s *Selector) dot(a, b int32) float32 {
-	x := s.vec[int(a)*s.d : int(a)*s.d+s.d]
-	y := s.vec[int(b)*s.d : int(b)*s.d+s.d]
-	return dot(x, y)
+// row returns item i's padded vector.
+func (s *Selector) row(i int32) []float32 {
+	return s.vec[int(i)*s.stride : int(i)*s.stride+s.stride]
 }
 
+// dot is the one place similarities are computed, so that the matrix and the
+// on-the-fly paths agree bit for bit.
+func (s *Selector) dot(a, b int32) float32 {
+	return dot(s.row(a), s.row(b))
+}
+
+// dot is the float32 dot product of two padded rows by gonum's Sdot (SIMD
+// on amd64). gonum's amd64 Sdot
+// peels leading elements until y is 16-byte aligned, which would make the
+// summation order (and the last bits) depend on the argument order; rows are
+// 16-byte aligned with a length that is a multiple of 4, so it never peels,
+// and the sum is the same for (x, y) and (y, x) and on every call.
 func dot(x, y []float32) float32 {
-	y = y[:len(x)]
-	var s0, s1, s2, s3 float64
-	i := 0
-	for ; i+4 <= len(x); i += 4 {
-		s0 += float64(x[i]) * float64(y[i])
-		s1 += float64(x[i+1]) * float64(y[i+1])
-		s2 += float64(x[i+2]) * float64(y[i+2])
-		s3 += float64(x[i+3]) * float64(y[i+3])
+	return gonum.Implementation{}.Sdot(len(x), x, 1, y, 1)
+}
+
+// alignedFloats returns n zeroed float32s starting on a 16-byte boundary.
+func alignedFloats(n int) []float32 {
+	buf := make([]float32, n+4)
+	off := 0
+	for uintptr(unsafe.Pointer(&buf[off]))%16 != 0 {
+		off++
 	}
-	for ; i < len(x); i++ {
-		s0 += float64(x[i]) * float64(y[i])
-	}
-	return float32((s0 + s1) + (s2 + s3))
+	return buf[off : off+n : off+n]
 }
 
 // matrixBlock is the tile edge used when filling the similarity matrix.
@@ -222,9 +233,9 @@ func (s *Selector) scores(smp data.Sample, sc *scratch) []float32 {
 		}
 		return out
 	}
-	t := s.vec[int(target)*s.d : int(target)*s.d+s.d]
+	t := s.row(target)
 	for p, e := range seq[:pos] {
-		out[p] = dot(t, s.vec[int(e.Item)*s.d:int(e.Item)*s.d+s.d])
+		out[p] = dot(t, s.row(e.Item))
 	}
 	return out
 }
