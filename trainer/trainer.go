@@ -186,13 +186,13 @@ type Loop struct {
 	hooks     []Hook
 	order     []int
 	orderEp   int
-	lastSaved string // name of the newest checkpoint this process saved
+	lastSaved string // name of the checkpoint that holds the current state, "" when none does
 	lastCkpt  string
 }
 
 // Stop ends the run after the current step's hooks; the reason is kept in
 // the state (and so in later checkpoints), so a resumed run stays stopped.
-func (l *Loop) Stop(reason string) { l.State.Stopped = reason }
+func (l *Loop) Stop(reason string) { l.State.Stopped, l.lastSaved = reason, "" }
 
 // Params returns the engine's trainable tensors.
 func (l *Loop) Params() []*engine.Param { return l.params }
@@ -309,6 +309,7 @@ func (l *Loop) step(ctx context.Context) error {
 		st.WindowLossSum += ls
 		st.WindowTokens += nt
 		st.Micro = k + 1
+		l.lastSaved = "" // the state moved on
 		st.Epoch, st.Position = epoch, hi
 	}
 	if st.WindowTokens == 0 {
@@ -409,6 +410,7 @@ func (l *Loop) evaluate(ctx context.Context) error {
 		return fmt.Errorf("trainer: evaluation after step %d: %w", st.Step, err)
 	}
 	st.PendingEval = false
+	l.lastSaved = ""
 	st.Evals++
 	st.LastEvalStep = st.Step
 	info := EvalInfo{Step: st.Step, Epoch: float64(st.Step) / float64(l.Plan.StepsPerEpoch), Result: r}

@@ -51,6 +51,10 @@ type Setup struct {
 	Seed      uint64
 	// Evaluate, when non-nil, builds the evaluator of an engine.
 	Evaluate func(eng engine.Trainer) trainer.Evaluator
+	// Hooks are added to every run.
+	Hooks []trainer.Hook
+	// Wrap, when non-nil, wraps each run's engine (to record or alter calls).
+	Wrap func(eng engine.Trainer) engine.Trainer
 }
 
 // Cut is one interruption: the context is cancelled right after the
@@ -97,6 +101,9 @@ func Train(t testing.TB, s Setup, dir string, cuts ...Cut) Outcome {
 	for i := 0; ; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
 		eng := s.NewEngine(t)
+		if s.Wrap != nil {
+			eng = s.Wrap(eng)
+		}
 		var cut Cut
 		if i < len(cuts) {
 			cut = cuts[i]
@@ -107,7 +114,7 @@ func Train(t testing.TB, s Setup, dir string, cuts ...Cut) Outcome {
 			o.ResumeFromCheckpoint = "auto"
 		}
 		job := trainer.Job{Engine: wrapped, Train: s.Train, Options: o, LoRA: s.LoRA, BaseModel: "test-model", Seed: s.Seed,
-			Dir: dir, Config: []byte("seed: 1\n"), Progress: io.Discard}
+			Dir: dir, Config: []byte("seed: 1\n"), Progress: io.Discard, Hooks: s.Hooks}
 		if s.Evaluate != nil {
 			ev := s.Evaluate(eng)
 			job.Evaluate = func(ctx context.Context) (metrics.Result, error) {
@@ -177,7 +184,7 @@ func sameFile(t testing.TB, a, b string) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(x, y) {
-		t.Errorf("%s and %s differ", a, b)
+		t.Errorf("%s and %s differ:\n%s\n%s", a, b, x, y)
 	}
 }
 
