@@ -76,3 +76,17 @@ func BenchmarkEncode(b *testing.B) { benchEncode(b, false) }
 
 // BenchmarkEncodeNoCache is BenchmarkEncode with every word merged afresh.
 func BenchmarkEncodeNoCache(b *testing.B) { benchEncode(b, true) }
+
+// BenchmarkLoad reads the LLaMA tokenizer.model and tokenizer.json.
+func BenchmarkLoad(b *testing.B) {
+	dir := testenv.Shared(b, "fixtures/tokenizer/llama")
+	for _, f := range []string{"tokenizer.model", "tokenizer.json"} {
+		b.Run(f, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, err := Load(filepath.Join(dir, f)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -208,7 +208,6 @@ func fromHFJSON(data []byte) (*Tokenizer, error) {
 		addDummyPrefix: setup.dummyPrefix,
 		prefixFirst:    setup.prefixFirst,
 		specials:       specials,
-		source:         "huggingface",
 	}, nil
 }
 

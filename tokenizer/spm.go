@@ -263,7 +263,6 @@ func fromSPM(p *spmProto) (*Tokenizer, error) {
 		unk:            unk,
 		addDummyPrefix: p.addDummyPrefix,
 		removeExtraWS:  p.removeExtraSpace,
-		source:         "sentencepiece",
 	}
 	// HF's LlamaTokenizer treats <unk>, <s>, </s> (the UNKNOWN and CONTROL
 	// pieces) as special tokens and cuts them out of the text.

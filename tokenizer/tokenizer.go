@@ -31,11 +31,13 @@
 // added tokens, decoder); this package's BPE model implements its Model
 // interface and Pipeline returns that pipeline. Encode does not run through
 // it: sugarme's NormalizedString keeps per-byte alignments and compiles a
-// regexp per pattern search (thousands of times slower than needed), its
-// Prepend normalizer fails on empty text, and its added-token matcher
-// re-sorts matches by pattern index, dropping earlier occurrences when two
-// different special tokens appear. Encode therefore cuts special tokens and
-// normalizes itself, and calls the same model. Decode uses sugarme's decoders.
+// regexp per pattern search (measured: about 55,000 tokens/s on a Vicuna
+// prompt, against over 10 million for Encode without its word cache), its
+// Prepend normalizer returns nil on empty text, and its added-token matcher
+// re-sorts matches by pattern index, so in "a </s> b <s>" the "</s>" is not
+// recognised and is encoded as plain text. Encode therefore cuts special
+// tokens and normalizes itself, then calls the same model. Decode uses
+// sugarme's decoders.
 package tokenizer
 
 import (
@@ -59,7 +61,6 @@ type Tokenizer struct {
 	prefixFirst    bool // dummy prefix only on the first text piece (HF Metaspace prepend_scheme "first")
 	removeExtraWS  bool
 	specials       []special
-	source         string // "sentencepiece" or "huggingface"
 	noCache        bool   // benchmarks: merge every word afresh
 	path           string
 
