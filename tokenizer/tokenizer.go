@@ -61,7 +61,7 @@ type Tokenizer struct {
 	prefixFirst    bool // dummy prefix only on the first text piece (HF Metaspace prepend_scheme "first")
 	removeExtraWS  bool
 	specials       []special
-	noCache        bool   // benchmarks: merge every word afresh
+	noCache        bool // benchmarks: merge every word afresh
 	path           string
 
 	dec     *sugar.Tokenizer // decoding pipeline
