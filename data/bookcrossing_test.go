@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,10 +28,22 @@ func loadBXShared(t *testing.T) (*Dataset, *Report) {
 
 func TestBookCrossingSharedSample(t *testing.T) {
 	ds, rep := loadBXShared(t)
-	t.Logf("stats %+v", ds.Stats())
-	t.Logf("report users %d items %d ratings %d unknown users %d items %d few %d samples %d bad isbn %d", rep.UsersRead, rep.ItemsRead, rep.RatingsRead, rep.UnknownUsers, rep.UnknownItems, rep.FewRatingsUsers, rep.Samples, rep.BadISBNs)
+	// Counts from a plain Python pass over the files (users and books as
+	// keys, ratings joined on them): 297 users have kept ratings, 240 of
+	// them 5 or fewer.
+	got := []int{rep.UsersRead, rep.ItemsRead, rep.RatingsRead, rep.UnknownUsers, rep.UnknownItems, rep.FewRatingsUsers, rep.Samples}
+	want := []int{1000, 9830, 69299, 66791, 930, 240, 57}
+	if !slices.Equal(got, want) {
+		t.Errorf("users, books, ratings, unknown users, unknown books, few-ratings users, samples: got %v, want %v", got, want)
+	}
+	// The authors' split of 57 is 51/6; valid is the last 5 (57/10) of the 51.
+	if st := ds.Stats(); st.Train != 46 || st.Valid != 5 || st.Test != 6 || st.Users != 57 {
+		t.Errorf("stats %+v, want train 46 valid 5 test 6 users 57", st)
+	}
 	for _, f := range rep.Files {
-		t.Logf("%+v", *f)
+		if f.Malformed != 0 {
+			t.Errorf("%s: %d malformed records: %q", f.Path, f.Malformed, f.MalformedExamples)
+		}
 	}
 }
 
@@ -39,14 +52,44 @@ func TestBookCrossingSharedSample(t *testing.T) {
 // Python rendering of the authors' preprocessing, using Python's own random)
 // from the shared sample.
 func TestBookCrossingMatchesReference(t *testing.T) {
-	ds, rep := loadBXShared(t)
-	raw, err := os.ReadFile("testdata/bx_expected.txt")
+	compareBXReference(t, testenv.Shared(t, "data/bookcrossing-sample"), "testdata/bx_expected.txt", 1000)
+}
+
+// TestBookCrossingAwkwardFormat reads hand-made files with every awkward case
+// of the format (see testdata/bx_awkward_gen.py) and compares with the Python
+// reference's output for them.
+func TestBookCrossingAwkwardFormat(t *testing.T) {
+	compareBXReference(t, "testdata/bx-awkward", "testdata/bx-awkward.expected", 17)
+	opts := DefaultOptions()
+	opts.Dataset, opts.Dir = BookCrossing, "testdata/bx-awkward"
+	_, rep, err := Load(context.Background(), opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.UnknownUsers != 1 || rep.UnknownItems != 2 || rep.BadISBNs != 1 || rep.FewRatingsUsers != 1 {
+		t.Errorf("report: unknown users %d items %d, bad ISBNs %d, few-ratings users %d; want 1, 2, 1, 1",
+			rep.UnknownUsers, rep.UnknownItems, rep.BadISBNs, rep.FewRatingsUsers)
+	}
+	if len(rep.UnknownUserExamples) != 1 || !strings.Contains(rep.UnknownUserExamples[0], `BX-Book-Ratings.csv:9: user "999"`) {
+		t.Errorf("unknown user examples %q", rep.UnknownUserExamples)
+	}
+}
+
+// compareBXReference loads the BookCrossing files in dir and compares them
+// with the reference output in expected, which lists nUsers profiles.
+func compareBXReference(t *testing.T, dir, expected string, nUsers int) {
+	opts := DefaultOptions()
+	opts.Dataset = BookCrossing
+	opts.Dir = dir
+	ds, rep, err := Load(context.Background(), opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(expected)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// All profiles, not only those of users with a sample.
-	opts := DefaultOptions()
-	opts.Dir = testenv.Shared(t, "data/bookcrossing-sample")
 	profiles, _, err := readBXUsers(context.Background(), filepath.Join(opts.Dir, "BX-Users.csv"), opts, &Report{})
 	if err != nil {
 		t.Fatal(err)
@@ -64,12 +107,12 @@ func TestBookCrossingMatchesReference(t *testing.T) {
 		byISBN[it.ID] = it
 	}
 	all := append(append(append([]Sample{}, ds.Train...), ds.Valid...), ds.Test...)
-	nUsers, nSamples := 0, 0
+	seenUsers, nSamples := 0, 0
 	for _, line := range strings.Split(strings.TrimRight(string(raw), "\n"), "\n") {
 		f := strings.Split(line, "\t")
 		switch f[0] {
 		case "user":
-			nUsers++
+			seenUsers++
 			if u := users[f[1]]; u.Location != f[2] || u.Age != f[3] {
 				t.Errorf("user %s: got %q %q, want %q %q", f[1], u.Location, u.Age, f[2], f[3])
 			}
@@ -114,7 +157,7 @@ func TestBookCrossingMatchesReference(t *testing.T) {
 			}
 		}
 	}
-	if nUsers != 1000 || nSamples != len(all) {
-		t.Errorf("reference has %d users and %d samples (we have %d samples)", nUsers, nSamples, len(all))
+	if seenUsers != nUsers || nSamples != len(all) {
+		t.Errorf("reference has %d users and %d samples, want %d users and our %d samples", seenUsers, nSamples, nUsers, len(all))
 	}
 }
