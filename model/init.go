@@ -17,8 +17,9 @@ import (
 type InitOptions struct {
 	Hidden, Layers, Heads, KVHeads, Intermediate, Vocab int
 	Seed                                                int64
-	DType                                               string // f32 (default), bf16 or f16
-	Tokenizer                                           string // folder to copy tokenizer files from (optional)
+	Std                                                 float64 // standard deviation of the weights (default 0.02, HF's initializer_range)
+	DType                                               string  // f32 (default), bf16 or f16
+	Tokenizer                                           string  // folder to copy tokenizer files from (optional)
 }
 
 // DefaultInitOptions is a model small enough for CPU tests and the
@@ -60,6 +61,9 @@ func Init(dir string, o InitOptions) error {
 	if o.DType == "" {
 		o.DType = d.DType
 	}
+	if o.Std == 0 {
+		o.Std = 0.02
+	}
 	torchDType := map[string]string{"f32": "float32", "bf16": "bfloat16", "f16": "float16"}[o.DType]
 	if torchDType == "" {
 		return fmt.Errorf("model: init: dtype %q, want f32, bf16 or f16", o.DType)
@@ -98,7 +102,7 @@ func Init(dir string, o InitOptions) error {
 		"max_position_embeddings": cfg.MaxPositionEmbeddings, "rms_norm_eps": cfg.RMSNormEps,
 		"rope_theta": cfg.RopeTheta, "rope_scaling": nil, "attention_bias": false, "mlp_bias": false,
 		"tie_word_embeddings": false, "torch_dtype": torchDType, "bos_token_id": 1, "eos_token_id": 2,
-		"pad_token_id": 0, "initializer_range": 0.02,
+		"pad_token_id": 0, "initializer_range": o.Std,
 	}
 	b, err := json.MarshalIndent(cj, "", "  ")
 	if err != nil {
@@ -129,7 +133,7 @@ func Init(dir string, o InitOptions) error {
 			}
 		} else {
 			for i := range v {
-				v[i] = float32(rng.NormFloat64() * 0.02)
+				v[i] = float32(rng.NormFloat64() * o.Std)
 			}
 		}
 		switch o.DType {
