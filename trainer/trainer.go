@@ -306,6 +306,9 @@ func (l *Loop) step(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("trainer: step %d, micro-batch %d: %w", s+1, k, err)
 		}
+		if math.IsNaN(ls) || math.IsInf(ls, 0) {
+			return fmt.Errorf("trainer: step %d, micro-batch %d: loss is %v", s+1, k, ls)
+		}
 		st.WindowLossSum += ls
 		st.WindowTokens += nt
 		st.Micro = k + 1

@@ -375,9 +375,40 @@ func TestNaNLossStops(t *testing.T) {
 	eng := &recorder{Trainer: s.NewEngine(t), mu: &mu, calls: calls, nanAt: 10}
 	_, err := trainer.Run(context.Background(), trainer.Job{Engine: eng, Train: s.Train, Options: s.Options, LoRA: s.LoRA,
 		Seed: 1, Dir: t.TempDir(), Progress: io.Discard})
-	if err == nil || !strings.Contains(err.Error(), "step 3: loss is NaN") {
+	if err == nil || !strings.Contains(err.Error(), "step 3, micro-batch 1: loss is NaN") {
 		t.Errorf("got %v, want an error naming step 3", err)
 	}
+}
+
+// TestProgressBar draws loss, lr and tokens/s on the given writer.
+func TestProgressBar(t *testing.T) {
+	s := setup(t)
+	s.Evaluate = nil
+	var buf syncBuffer
+	if _, err := runJob(t, s, t.TempDir(), func(j *trainer.Job) { j.Progress = &buf }); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if !strings.Contains(out, "9/9") || !strings.Contains(out, "loss ") || !strings.Contains(out, "tok/s") {
+		t.Errorf("progress output %q", out)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // TestBadInputs: examples and engines the trainer must refuse.
