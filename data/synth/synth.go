@@ -11,9 +11,10 @@
 // are liked (rating > 3) with probability 0.88 by every user; the niche
 // genres Horror, Western, Documentary, War and Film-Noir with probability
 // 0.12, except for one niche genre per user, the user's favourite, liked
-// with probability 0.90. About 40% of a user's ratings are drawn from the
-// favourite genre, so it shows in the history. BookCrossing books carry the
-// same kind of signal through the words of their titles.
+// with probability 0.90. A user's ratings are drawn 10% from the favourite
+// genre and 90% uniformly from all movies, so about a fifth of them are of
+// the favourite genre, which shows in the history. BookCrossing books carry
+// the same kind of signal through the words of their titles.
 //
 // Same options and seed, same bytes; a different seed gives other files.
 package synth
@@ -72,7 +73,7 @@ const (
 	pPopular   = 0.88 // popular genre, every user
 	pFavourite = 0.90 // the user's favourite niche genre
 	pNiche     = 0.12 // any other niche genre
-	favShare   = 0.40 // share of a user's ratings drawn from the favourite genre
+	favShare   = 0.10 // share of a user's ratings drawn from the favourite genre
 	numPopular = 3    // signal genres 0..2 are popular, the rest niche
 	numSignal  = 8    // number of signal genres
 )
@@ -122,33 +123,23 @@ func newRand(seed int64, stream uint64) *rand.Rand {
 }
 
 // pickRated chooses n distinct item indices for a user: about favShare of
-// them from favItems (if that many remain), the rest uniformly from all
+// them from favItems (while any are left), the rest uniformly from all
 // nItems.
 func pickRated(rng *rand.Rand, n, nItems int, favItems []int) []int {
 	taken := make(map[int]bool, n)
 	out := make([]int, 0, n)
+	favOrder := rng.Perm(len(favItems)) // favourites in the order they are drawn
+	next := 0
 	for len(out) < n {
 		var it int
 		if rng.Float64() < favShare {
-			free := 0
-			for _, f := range favItems {
-				if !taken[f] {
-					free++
-				}
+			for next < len(favOrder) && taken[favItems[favOrder[next]]] {
+				next++
 			}
-			if free == 0 {
+			if next == len(favOrder) {
 				continue
 			}
-			k := rng.IntN(free)
-			for _, f := range favItems {
-				if !taken[f] {
-					if k == 0 {
-						it = f
-						break
-					}
-					k--
-				}
-			}
+			it = favItems[favOrder[next]]
 		} else {
 			it = rng.IntN(nItems)
 			if taken[it] {
