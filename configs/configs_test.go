@@ -1,0 +1,140 @@
+package configs
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "run.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaultsAreThePapers(t *testing.T) {
+	c := Default()
+	if c.LoRA.R != 8 || c.LoRA.Alpha != 16 || c.LoRA.Dropout != 0.05 || strings.Join(c.LoRA.TargetModules, ",") != "q_proj,v_proj" {
+		t.Errorf("lora defaults: got %+v, want r=8 alpha=16 dropout=0.05 on q_proj,v_proj", c.LoRA)
+	}
+	if c.Training.LearningRate != 1e-3 || c.Training.LRScheduler != "linear" || c.Training.WarmupSteps != 0 || c.Training.WeightDecay != 0 {
+		t.Errorf("training defaults: got %+v", c.Training)
+	}
+	if c.Training.AdamBeta1 != 0.9 || c.Training.AdamBeta2 != 0.999 || c.Training.AdamEpsilon != 1e-8 {
+		t.Errorf("adam defaults: got %v %v %v", c.Training.AdamBeta1, c.Training.AdamBeta2, c.Training.AdamEpsilon)
+	}
+	if c.Retrieval.Dim != 512 || c.Data.MinHistory != 5 || c.Data.SampleSeed != 42 {
+		t.Errorf("retrieval/data defaults: got %+v %+v", c.Retrieval, c.Data)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("defaults do not validate: %v", err)
+	}
+}
+
+func TestLoadAndOverride(t *testing.T) {
+	p := writeConfig(t, "output_dir: out\ndata:\n  history_len: 7\n  dir: somewhere\nlora:\n  lora_r: 4\n")
+	c, err := Load(p, []string{"data.history_len=12", "seed=7", "lora.lora_target_modules=[q_proj, k_proj]", "training.learning_rate=2e-4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Data.HistoryLen != 12 || c.Seed != 7 || c.LoRA.R != 4 || c.Data.Dir != "somewhere" || c.OutputDir != "out" {
+		t.Errorf("got history_len=%d seed=%d r=%d dir=%q output_dir=%q", c.Data.HistoryLen, c.Seed, c.LoRA.R, c.Data.Dir, c.OutputDir)
+	}
+	if strings.Join(c.LoRA.TargetModules, ",") != "q_proj,k_proj" || c.Training.LearningRate != 2e-4 {
+		t.Errorf("got modules %v lr %v", c.LoRA.TargetModules, c.Training.LearningRate)
+	}
+	// Untouched keys keep their defaults.
+	if c.LoRA.Alpha != 16 {
+		t.Errorf("lora_alpha: got %v, want default 16", c.LoRA.Alpha)
+	}
+}
+
+func TestBadConfigsNameFileLineAndKey(t *testing.T) {
+	cases := []struct {
+		name, body string
+		overrides  []string
+		want       []string
+	}{
+		{"unknown key", "data:\n  dir: x\n  histroy_len: 3\n", nil, []string{":3:", "unknown key data.histroy_len", "did you mean data.history_len", "allowed here:"}},
+		{"unknown section", "trainng:\n  learning_rate: 1\n", nil, []string{":1:", "unknown key trainng", "did you mean training"}},
+		{"wrong type", "data:\n  history_len: five\n", nil, []string{":2:", "data.history_len", "want an integer", `"five"`}},
+		{"list expected", "lora:\n  lora_target_modules: q_proj\n", nil, []string{":2:", "lora.lora_target_modules", "want a list"}},
+		{"out of range", "output_dir: o\ndata:\n  history_len: 0\n", nil, []string{":3:", "data.history_len", "at least 1"}},
+		{"bad enum", "model:\n  device: tpu\n", nil, []string{":2:", "model.device", "cpu or gpu"}},
+		{"duplicate", "seed: 1\nseed: 2\n", nil, []string{":2:", "seed", "given twice"}},
+		{"bad yaml", "data: [\n", nil, []string{"run.yaml"}},
+		{"override unknown", "", []string{"data.histry_len=3"}, []string{"override data.histry_len", "unknown key", "did you mean data.history_len"}},
+		{"override type", "", []string{"training.num_epochs=lots"}, []string{"override training.num_epochs=lots", "want an integer"}},
+		{"override syntax", "", []string{"seed"}, []string{`override "seed"`, "key=value"}},
+	}
+	for _, c := range cases {
+		p := writeConfig(t, c.body)
+		_, err := Load(p, c.overrides)
+		if err == nil {
+			t.Errorf("%s: no error", c.name)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q does not contain %q", c.name, err, w)
+			}
+		}
+		if len(c.overrides) == 0 && !strings.Contains(err.Error(), p) {
+			t.Errorf("%s: error %q does not name the file %s", c.name, err, p)
+		}
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), nil)
+	if err == nil || !strings.Contains(err.Error(), "nope.yaml") || !strings.Contains(err.Error(), "presets") {
+		t.Errorf("got %v, want an error naming the file and listing presets", err)
+	}
+}
+
+func TestPresetsLoad(t *testing.T) {
+	names := Presets()
+	for _, want := range []string{"quickstart", "ml1m-zeroshot", "ml1m-zeroshot-subr", "ml1m-reit", "ml25m-zeroshot", "ml25m-zeroshot-subr", "ml25m-reit", "bookcrossing-zeroshot", "bookcrossing-zeroshot-subr", "bookcrossing-reit"} {
+		found := false
+		for _, n := range names {
+			found = found || n == want
+		}
+		if !found {
+			t.Errorf("preset %s missing (have %v)", want, names)
+		}
+	}
+	for _, n := range names {
+		c, err := Load(n, nil)
+		if err != nil {
+			t.Errorf("preset %s: %v", n, err)
+			continue
+		}
+		if c.OutputDir == "" || c.Data.Dir == "" {
+			t.Errorf("preset %s: empty output_dir or data.dir", n)
+		}
+	}
+	// A path to the file in the repository resolves to the same preset.
+	if _, err := Load("configs/quickstart.yaml", nil); err != nil {
+		t.Errorf("configs/quickstart.yaml: %v", err)
+	}
+}
+
+func TestMarshalRoundTrip(t *testing.T) {
+	c := Default()
+	c.Data.HistoryLen = 9
+	b, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse("saved", b, nil)
+	if err != nil {
+		t.Fatalf("a saved config does not load back: %v\n%s", err, b)
+	}
+	if back.Data.HistoryLen != 9 {
+		t.Errorf("history_len: got %d, want 9", back.Data.HistoryLen)
+	}
+}
