@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/rella-project/rella/data"
+	"go.yaml.in/yaml/v3"
 )
 
 // oneUser builds a dataset with one user whose sequence is the items in
@@ -280,5 +281,28 @@ func TestAnswerVicunaItemText(t *testing.T) {
 	bk := data.Item{ID: "0195153448", Title: "Classical Mythology", Author: "Mark P. O. Morford", Year: "2002", Publisher: "Oxford University Press"}
 	if got, want := ItemText(data.BookCrossing, bk), "Here is a book. Its title is Classical Mythology. ISBN of the book is 0195153448. The author of the book is Mark P. O. Morford. The publication year of the book is 2002. Its publisher is Oxford University Press."; got != want {
 		t.Errorf("ItemText bookcrossing: got %q", got)
+	}
+}
+
+// TestOptionsYAML decodes a `prompt:` section strictly, as the configs
+// package does, so the yaml keys are the ones Validate names.
+func TestOptionsYAML(t *testing.T) {
+	var cfg struct {
+		Prompt Options `yaml:"prompt"`
+	}
+	src := "prompt:\n  profile: \"-\"\n  history_intro: a\n  history_item: \"{index}: {title}\"\n  question: q {title}\n  note: n\n  instruction: i\n"
+	dec := yaml.NewDecoder(strings.NewReader(src))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := Options{Profile: "-", HistoryIntro: "a", HistoryItem: "{index}: {title}", Question: "q {title}", Note: "n", Instruction: "i"}
+	if cfg.Prompt != want {
+		t.Errorf("got %+v, want %+v", cfg.Prompt, want)
+	}
+	dec = yaml.NewDecoder(strings.NewReader("prompt:\n  notes: x\n"))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err == nil {
+		t.Error("unknown key prompt.notes accepted")
 	}
 }
