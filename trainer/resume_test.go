@@ -59,6 +59,7 @@ func TestResumeExact(t *testing.T) {
 		{{Eval: 2}},                               // during the evaluation after step 4
 		{{Eval: 1}, {MicroBatches: 9}, {Eval: 4}}, // mixed
 		{{MicroBatches: 35}},                      // in the last window
+		{{MicroBatches: 36}},                      // after the last micro-batch: the final evaluation is cut
 	}
 	for _, cuts := range cases {
 		t.Run(fmt.Sprint(cuts), func(t *testing.T) {
@@ -74,4 +75,17 @@ func TestResumeExactNoEvaluator(t *testing.T) {
 	s.Evaluate = nil
 	s.Options.SaveSteps = 0
 	trainertest.ResumeExact(t, s, trainertest.Cut{MicroBatches: 7}, trainertest.Cut{MicroBatches: 26})
+}
+
+// TestResumeExactEveryCut cancels at every micro-batch of the run in turn.
+func TestResumeExactEveryCut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("36 interrupted runs; -short")
+	}
+	s := setup(t)
+	straight := trainertest.Train(t, s, t.TempDir())
+	for cut := 1; cut <= 36; cut++ {
+		b := trainertest.Train(t, s, t.TempDir(), trainertest.Cut{MicroBatches: cut})
+		t.Run(fmt.Sprint(cut), func(t *testing.T) { trainertest.Compare(t, straight, b) })
+	}
 }

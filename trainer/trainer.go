@@ -154,7 +154,8 @@ type EvalInfo struct {
 
 // Hook is a named set of callbacks; hooks run in ascending Priority (ties
 // in the order given). Any callback may be nil. An error from OnStart,
-// OnStep or OnEval ends the run with that error.
+// OnStep or OnEval ends the run with that error. Hooks that change State
+// must run before PriorityCheckpoint, or a resume would not see the change.
 type Hook struct {
 	Name     string
 	Priority int
@@ -230,6 +231,9 @@ func Run(ctx context.Context, j Job) (*Summary, error) {
 		if len(p.Grad) != len(p.Value) {
 			return nil, fmt.Errorf("trainer: tensor %s: gradient has %d values, tensor %d", p.Name, len(p.Grad), len(p.Value))
 		}
+	}
+	if j.Evaluate == nil && o.EarlyStoppingPatience > 0 {
+		log.Warn("trainer: training.early_stopping_patience is set but there is no evaluator; early stopping is off")
 	}
 	fp := l.fingerprint()
 	l.adam = NewAdamW(l.params, o.AdamBeta1, o.AdamBeta2, o.AdamEpsilon, o.WeightDecay)
@@ -566,6 +570,10 @@ func (l *Loop) restore(fp map[string]string) (string, error) {
 		l.Log.Warn("trainer: resuming a changed run (forced)", "checkpoint", dir, "changes", err)
 		st.Fingerprint = fp
 	}
+	if st.Micro >= l.Plan.Accum {
+		return "", fmt.Errorf("trainer: resume %s: checkpoint is %d micro-batches into a window, but a step now has only %d", dir, st.Micro, l.Plan.Accum)
+	}
+	st.TotalSteps, st.StepsPerEpoch = l.Plan.TotalSteps, l.Plan.StepsPerEpoch
 	if st.Step != ck.Step || st.Micro != ck.Micro {
 		return "", fmt.Errorf("trainer: resume %s: state at step %d micro %d, folder says step %d micro %d", dir, st.Step, st.Micro, ck.Step, ck.Micro)
 	}

@@ -150,6 +150,14 @@ func ResumeExact(t testing.TB, s Setup, cuts ...Cut) {
 	root := t.TempDir()
 	a := Train(t, s, filepath.Join(root, "straight"))
 	b := Train(t, s, filepath.Join(root, "interrupted"), cuts...)
+	Compare(t, a, b)
+}
+
+// Compare fails t unless the run b ended exactly as the run a: bit-identical
+// adapter values, summaries, last checkpoints (adapter, AdamW moments,
+// state.json), best adapters and logs (apart from timings).
+func Compare(t testing.TB, a, b Outcome) {
+	t.Helper()
 	if err := SameBits(a.Params, b.Params); err != nil {
 		t.Fatalf("resumed run differs from the uninterrupted one: %v", err)
 	}
