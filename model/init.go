@@ -148,6 +148,9 @@ func Init(dir string, o InitOptions) error {
 	if err := safetensors.Write(filepath.Join(tmp, "model.safetensors"), tensors, map[string]string{"format": "pt"}); err != nil {
 		return fmt.Errorf("model: init: %w", err)
 	}
+	if err := os.Chmod(filepath.Join(tmp, "model.safetensors"), 0o644); err != nil {
+		return fmt.Errorf("model: init: %w", err)
+	}
 	if o.Tokenizer != "" {
 		copied := 0
 		for _, f := range tokenizerFiles {

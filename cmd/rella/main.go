@@ -44,6 +44,7 @@ func usageErrorf(format string, a ...any) error { return usageError{fmt.Sprintf(
 func commands() []command {
 	cmds := []command{
 		// each subcommand file adds its constructor here
+		initModelCommand(), logitsCommand(),
 		tokenizeCommand(),
 	}
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
