@@ -67,28 +67,20 @@ func New(kind data.Kind, opts Options) (*Builder, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	fs, dfs := opts.fields(), def.fields()
-	for i := range fs {
-		if *fs[i].tmpl == "" {
-			*fs[i].tmpl = *dfs[i].tmpl
-		}
-	}
 	b := &Builder{kind: kind}
-	parse := func(key, s string, allowed varSet) template {
-		t, perr := parseTemplate(s, allowed)
-		if perr != nil && err == nil {
-			err = fmt.Errorf("%s: %w", key, perr)
+	// In the order of Options.fields.
+	slots := []*template{&b.lines[lineProfile], &b.lines[lineIntro], &b.item,
+		&b.lines[lineQuestion], &b.lines[lineNote], &b.lines[lineInstruction]}
+	dfs := def.fields()
+	for i, f := range opts.fields() {
+		if *f.tmpl == "" {
+			*f.tmpl = *dfs[i].tmpl
 		}
-		return t
-	}
-	b.lines[lineProfile] = parse("prompt.profile", opts.Profile, userVars)
-	b.lines[lineIntro] = parse("prompt.history_intro", opts.HistoryIntro, userVars)
-	b.lines[lineQuestion] = parse("prompt.question", opts.Question, itemVars)
-	b.lines[lineNote] = parse("prompt.note", opts.Note, userVars)
-	b.lines[lineInstruction] = parse("prompt.instruction", opts.Instruction, userVars)
-	b.item = parse("prompt.history_item", opts.HistoryItem, historyVars)
-	if err != nil {
-		return nil, err
+		t, err := parseTemplate(*f.tmpl, f.allowed)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.key, err)
+		}
+		*slots[i] = t
 	}
 	return b, nil
 }
