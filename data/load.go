@@ -39,6 +39,9 @@ func Load(ctx context.Context, opts Options, log *slog.Logger) (*Dataset, *Repor
 	rep.UsersKept = len(ds.Users)
 	rep.ItemsKept = len(ds.Items)
 	rep.Stats = ds.Stats()
+	for _, n := range rep.Notes {
+		log.Info("data: " + n)
+	}
 	log.Info("data: loaded", "dataset", opts.Dataset, "train", rep.Stats.Train, "valid", rep.Stats.Valid,
 		"test", rep.Stats.Test, "users", rep.Stats.Users, "items", rep.Stats.Items,
 		"unknown_users", rep.UnknownUsers, "unknown_items", rep.UnknownItems)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
 )
@@ -165,7 +166,7 @@ func firstGenre(s string) string {
 
 func readML1MRatings(ctx context.Context, path string, opts Options, rep *Report, userIdx, itemIdx map[string]int32) ([]mlRating, error) {
 	fr := rep.newFile(path, opts.SkipMalformed)
-	ratings := make([]mlRating, 0, 1<<20)
+	ratings := make([]mlRating, 0, ratingsCap(path, 20))
 	var f [4][]byte
 	err := eachLine(ctx, path, fr, func(line int, b []byte) error {
 		if n := splitSep(b, sepColons, f[:]); n != 4 {
@@ -195,6 +196,16 @@ func readML1MRatings(ctx context.Context, path string, opts Options, rep *Report
 		return nil
 	})
 	return ratings, err
+}
+
+// ratingsCap guesses how many ratings a file holds from its size, so that the
+// slice holding them is allocated once: lines are at least minLine bytes.
+func ratingsCap(path string, minLine int64) int {
+	st, err := os.Stat(path)
+	if err != nil || st.Size() <= 0 {
+		return 1024
+	}
+	return int(min(st.Size()/minLine+1, 1<<31-1))
 }
 
 // parseUint parses a decimal number of at most 18 digits.

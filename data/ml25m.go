@@ -158,7 +158,7 @@ func readML25MRatings(ctx context.Context, path string, opts Options, rep *Repor
 	fr := rep.newFile(path, opts.SkipMalformed)
 	var users []User
 	userIdx := make(map[string]int32)
-	ratings := make([]mlRating, 0, 1<<16)
+	ratings := make([]mlRating, 0, ratingsCap(path, 20))
 	var f [4][]byte
 	lastUser, lastIdx := "", int32(-1)
 	err := eachLine(ctx, path, fr, func(line int, b []byte) error {

@@ -8,9 +8,10 @@ import (
 // mlRating is one rating read from a MovieLens file, before ordering.
 type mlRating struct {
 	time   int64
-	user   int32 // index into the users read
-	item   int32 // index into the items read
+	user   int32 // index into the users read (rank of its id while sorting)
+	item   int32 // index into the items read (rank of its id while sorting)
 	rating float32
+	seq    int32 // position in the files, to keep the sort stable
 }
 
 // movieLens turns the MovieLens ratings into a Dataset (RELLA.md section 1):
@@ -22,17 +23,30 @@ type mlRating struct {
 // users and items are all that the files hold; the Dataset keeps those that
 // some rating names, in the files' order. label decides a rating's label.
 func movieLens(kind Kind, users []User, items []Item, ratings []mlRating, opts Options, rep *Report, label func(float32) int8) *Dataset {
-	userRank := idRanks(len(users), func(i int) string { return users[i].ID })
-	itemRank := idRanks(len(items), func(i int) string { return items[i].ID })
-	slices.SortStableFunc(ratings, func(a, b mlRating) int {
+	// Sort on the ids' ranks (their order as strings), with the position in
+	// the files as the last key: a stable sort by (time, user id, item id).
+	userRank, userAt := idRanks(len(users), func(i int) string { return users[i].ID })
+	itemRank, itemAt := idRanks(len(items), func(i int) string { return items[i].ID })
+	for i := range ratings {
+		r := &ratings[i]
+		r.user, r.item, r.seq = userRank[r.user], itemRank[r.item], int32(i)
+	}
+	slices.SortFunc(ratings, func(a, b mlRating) int {
 		if c := cmp.Compare(a.time, b.time); c != 0 {
 			return c
 		}
-		if c := cmp.Compare(userRank[a.user], userRank[b.user]); c != 0 {
+		if c := cmp.Compare(a.user, b.user); c != 0 {
 			return c
 		}
-		return cmp.Compare(itemRank[a.item], itemRank[b.item])
+		if c := cmp.Compare(a.item, b.item); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.seq, b.seq)
 	})
+	for i := range ratings {
+		r := &ratings[i]
+		r.user, r.item = userAt[r.user], itemAt[r.item]
+	}
 
 	// Keep the users and items that some rating names, in the files' order.
 	userCount := make([]int32, len(users))
@@ -93,16 +107,16 @@ func movieLens(kind Kind, users []User, items []Item, ratings []mlRating, opts O
 }
 
 // idRanks returns each id's rank in the lexicographic order of the ids as
-// strings.
-func idRanks(n int, id func(int) string) []int32 {
-	idx := make([]int32, n)
-	for i := range idx {
-		idx[i] = int32(i)
+// strings, and the index at each rank.
+func idRanks(n int, id func(int) string) (rank, at []int32) {
+	at = make([]int32, n)
+	for i := range at {
+		at[i] = int32(i)
 	}
-	slices.SortStableFunc(idx, func(a, b int32) int { return cmp.Compare(id(int(a)), id(int(b))) })
-	rank := make([]int32, n)
-	for r, i := range idx {
+	slices.SortStableFunc(at, func(a, b int32) int { return cmp.Compare(id(int(a)), id(int(b))) })
+	rank = make([]int32, n)
+	for r, i := range at {
 		rank[i] = int32(r)
 	}
-	return rank
+	return rank, at
 }
