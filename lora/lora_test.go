@@ -336,3 +336,30 @@ func equalInts(a, b []int) bool {
 	}
 	return true
 }
+
+func TestAssign(t *testing.T) {
+	o := DefaultOptions()
+	ts := []Target{{"model.layers.0.self_attn.q_proj", 4, 6}, {"model.layers.0.self_attn.v_proj", 4, 2}}
+	dst := Init(o, ts, 1)
+	src := Init(o, ts, 2)
+	src[1].Value[0] = 3
+	// Order does not matter: names do.
+	rev := []*engine.Param{src[3], src[2], src[1], src[0]}
+	if err := Assign(dst, rev); err != nil {
+		t.Fatal(err)
+	}
+	for i := range dst {
+		for j := range dst[i].Value {
+			if dst[i].Value[j] != src[i].Value[j] {
+				t.Fatalf("%s[%d] = %v, want %v", dst[i].Name, j, dst[i].Value[j], src[i].Value[j])
+			}
+		}
+	}
+	if err := Assign(dst, src[:3]); err == nil {
+		t.Error("missing tensor: no error")
+	}
+	other := Init(o, []Target{{"model.layers.0.self_attn.q_proj", 5, 6}, {"model.layers.0.self_attn.v_proj", 4, 2}}, 1)
+	if err := Assign(dst, other); err == nil || !strings.Contains(err.Error(), "shape [8 5]") {
+		t.Errorf("shape mismatch: %v", err)
+	}
+}

@@ -273,3 +273,41 @@ func SortParams(params []*engine.Param) {
 		return a.rest < b.rest
 	})
 }
+
+// Assign copies the values of src into the tensors of dst with the same
+// names (e.g. a loaded adapter into an engine's Params). Every tensor of dst
+// must be in src with the same shape, and src must hold nothing else.
+func Assign(dst, src []*engine.Param) error {
+	byName := make(map[string]*engine.Param, len(src))
+	for _, p := range src {
+		byName[p.Name] = p
+	}
+	if len(byName) != len(dst) {
+		return fmt.Errorf("lora: assign: %d tensors into %d", len(byName), len(dst))
+	}
+	for _, d := range dst {
+		s, ok := byName[d.Name]
+		if !ok {
+			return fmt.Errorf("lora: assign: tensor %s missing", d.Name)
+		}
+		if !slicesEqual(s.Shape, d.Shape) || len(s.Value) != len(d.Value) {
+			return fmt.Errorf("lora: assign: tensor %s has shape %v, want %v", d.Name, s.Shape, d.Shape)
+		}
+	}
+	for _, d := range dst {
+		copy(d.Value, byName[d.Name].Value)
+	}
+	return nil
+}
+
+func slicesEqual(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
