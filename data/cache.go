@@ -34,13 +34,17 @@ type cacheHeader struct {
 // same contents (SHA-256) and with the same options that decide the samples,
 // and otherwise loads the dataset and writes the cache atomically. The bool
 // says whether the Dataset came from the cache. A damaged or unreadable cache
-// is rebuilt, with a warning.
+// is rebuilt, with a warning. An empty cacheDir means no cache.
 func Prepare(ctx context.Context, opts Options, cacheDir string, log *slog.Logger) (*Dataset, *Report, bool, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, nil, false, fmt.Errorf("data: invalid options: %w", err)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cacheDir == "" {
+		ds, rep, err := Load(ctx, opts, log)
+		return ds, rep, false, err
 	}
 	fp, err := Fingerprint(opts)
 	if err != nil {

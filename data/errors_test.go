@@ -210,3 +210,10 @@ func TestBookCrossingBadInput(t *testing.T) {
 	_, _, err = loadDir(t, BookCrossing, dir, false)
 	wantErr(t, err, `BX-Book-Ratings.csv:3: want 3 fields`)
 }
+
+func TestML25MFirstRecordBroken(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"movies.csv": "\"movieId,title,genres\n", "ratings.csv": "userId,movieId,rating,timestamp\n"})
+	_, _, err := loadDir(t, ML25M, dir, false)
+	wantErr(t, err, "movies.csv:1:")
+}

@@ -92,7 +92,6 @@ func readML25MMovies(ctx context.Context, path string, opts Options, rep *Report
 		if err == io.EOF {
 			break
 		}
-		line, _ := cr.FieldPos(0)
 		var pe *csv.ParseError
 		if errors.As(err, &pe) {
 			// The CSV reader cannot resynchronise reliably after a quoting
@@ -105,6 +104,7 @@ func readML25MMovies(ctx context.Context, path string, opts Options, rep *Report
 		if err != nil {
 			return nil, nil, fmt.Errorf("data: read %s: %w", path, err)
 		}
+		line, _ := cr.FieldPos(0)
 		fr.fr.Lines = line
 		if len(items)%4096 == 0 {
 			if err := ctx.Err(); err != nil {
