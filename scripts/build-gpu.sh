@@ -16,7 +16,11 @@
 # the kit folder, so the system's sources are never changed. Headers of 11.8
 # declare every call the binding uses with the same ABI as CUDA 12 and 13.
 #
-# Usage: scripts/build-gpu.sh [-o OUTPUT]        (default bin/rella-gpu)
+# Usage: scripts/build-gpu.sh [-o OUTPUT] [--nvrtc]   (default OUTPUT bin/rella-gpu)
+#   It also writes the device test binary of package cuda beside OUTPUT
+#   (cuda-gpu.test). --nvrtc also fetches CUDA 11.8's NVRTC (16 MB) into
+#   <kit>/lib, so the kernels can be compiled here without a GPU:
+#   RELLA_NVRTC=<kit>/lib/libnvrtc.so.11.2 go test -tags rellagpu -run NVRTC ./cuda
 # Environment:
 #   RELLA_KIT            kit folder (default <repo>/.kit, git-ignored)
 #   RELLA_DEBIAN_MIRROR  Debian mirror (default http://deb.debian.org/debian)
@@ -27,10 +31,12 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$root/bin/rella-gpu"
+with_nvrtc=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-o) out="$2"; shift 2 ;;
-	-h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 0 ;;
+	--nvrtc) with_nvrtc=1; shift ;;
+	-h|--help) sed -n '2,31p' "${BASH_SOURCE[0]}"; exit 0 ;;
 	*) echo "build-gpu.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -44,10 +50,15 @@ log() { echo "build-gpu.sh: $*" >&2; }
 # needed lists the headers the binding includes, directly or not.
 have_headers() {
 	local d="$1"
-	[ -f "$d/cuda.h" ] && [ -f "$d/cublas_api.h" ] && [ -f "$d/nvrtc.h" ] && [ -f "$d/library_types.h" ]
+	[ -f "$d/cuda.h" ] && [ -f "$d/cublas_v2.h" ] && [ -f "$d/nvrtc.h" ] && [ -f "$d/library_types.h" ]
 }
 
-fetch_headers() {
+# apt_setup makes a private apt configuration under the kit (sources with
+# bookworm main contrib non-free, its own lists and cache) and runs
+# apt-get update with it once; opts holds the options for later apt-get calls.
+opts=()
+apt_setup() {
+	[ ${#opts[@]} -eq 0 ] || return 0
 	command -v apt-get >/dev/null || { log "apt-get not found: set RELLA_CUDA_INCLUDE to a folder with CUDA 11.8-13 headers"; exit 1; }
 	command -v dpkg-deb >/dev/null || { log "dpkg-deb not found"; exit 1; }
 	local apt="$kit/apt"
@@ -58,7 +69,7 @@ fetch_headers() {
 	[ -f "$keyring" ] && signed="[signed-by=$keyring] "
 	# Private sources: bookworm with contrib and non-free (nvidia-cuda-dev is in non-free).
 	echo "deb ${signed}$mirror bookworm main contrib non-free" >"$apt/etc/sources.list"
-	local opts=(-q
+	opts=(-q
 		-o "Dir::Etc::sourcelist=$apt/etc/sources.list"
 		-o "Dir::Etc::sourceparts=$apt/etc/sources.list.d"
 		-o "Dir::Etc::preferencesparts=$apt/etc/preferences.d"
@@ -68,6 +79,11 @@ fetch_headers() {
 	[ "$(id -u)" = 0 ] || opts+=(-o "Debug::NoLocking=1")
 	log "apt-get update (private lists in $apt)"
 	apt-get "${opts[@]}" update >&2
+}
+
+fetch_headers() {
+	apt_setup
+	local apt="$kit/apt"
 	local deb
 	deb="$(ls "$apt"/debs/nvidia-cuda-dev_*.deb 2>/dev/null | head -n1 || true)"
 	if [ -z "$deb" ]; then
@@ -88,7 +104,6 @@ fetch_headers() {
 	rm -rf "$inc" && mkdir -p "$inc"
 	cp -a "$src"/. "$inc"/
 	rm -rf "$tmp"
-	fetch_nvrtc "${opts[@]}"
 	# Keep the download only when asked: it is large.
 	[ -n "${RELLA_KEEP_DEB:-}" ] || rm -f "$apt"/debs/*.deb
 	log "headers in $inc ($(du -sh "$inc" | cut -f1))"
@@ -99,9 +114,10 @@ fetch_headers() {
 # embedded kernels can be compiled to PTX for sm_70/sm_80/sm_90 on a machine
 # without a GPU (go test -tags rellagpu -run NVRTC ./cuda/, see cuda/README.md).
 fetch_nvrtc() {
+	apt_setup
 	local apt="$kit/apt" lib="$kit/lib" d
 	mkdir -p "$lib" "$apt/debs"
-	(cd "$apt/debs" && apt-get "$@" download libnvrtc11.2 libnvrtc-builtins11.8 >&2)
+	(cd "$apt/debs" && apt-get "${opts[@]}" download libnvrtc11.2 libnvrtc-builtins11.8 >&2)
 	for d in "$apt"/debs/libnvrtc11.2_*.deb "$apt"/debs/libnvrtc-builtins11.8_*.deb; do
 		local tmp="$kit/extract-nvrtc"
 		rm -rf "$tmp" && mkdir -p "$tmp"
@@ -118,10 +134,18 @@ if [ -n "${RELLA_CUDA_INCLUDE:-}" ]; then
 elif ! have_headers "$inc"; then
 	fetch_headers
 fi
+if [ -n "$with_nvrtc" ] && ! ls "$kit"/lib/libnvrtc.so.* >/dev/null 2>&1; then
+	fetch_nvrtc
+fi
 
 command -v go >/dev/null || { log "go not found"; exit 1; }
 mkdir -p "$(dirname "$out")"
 log "go build -tags rellagpu -o $out ./cmd/rella"
 cd "$root"
-CGO_ENABLED=1 CGO_CFLAGS="-I$inc ${CGO_CFLAGS:-}" go build -tags rellagpu -o "$out" ./cmd/rella
+export CGO_ENABLED=1 CGO_CFLAGS="-I$inc ${CGO_CFLAGS:-}"
+go build -tags rellagpu -o "$out" ./cmd/rella
+# The device checks of package cuda as a test binary: the GPU machine has no
+# Go toolchain, so scripts/gpu-check.sh runs this file there.
+log "go test -c -tags rellagpu -o $(dirname "$out")/cuda-gpu.test ./cuda"
+go test -c -tags rellagpu -o "$(dirname "$out")/cuda-gpu.test" ./cuda
 echo "$out"

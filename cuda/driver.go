@@ -1,0 +1,333 @@
+//go:build rellagpu
+
+package cuda
+
+/*
+#cgo LDFLAGS: -ldl
+#include <stdlib.h>
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"unsafe"
+)
+
+// Enabled reports whether this build has GPU support (the rellagpu tag).
+const Enabled = true
+
+// Error is a failed CUDA driver, cuBLAS or NVRTC call.
+type Error struct {
+	Call string // the C function, e.g. "cuMemAlloc"
+	Code int    // its status code
+	Name string // the status name, e.g. "CUDA_ERROR_OUT_OF_MEMORY"
+	Msg  string // the library's description, if it has one
+}
+
+// Error names the call and the status.
+func (e *Error) Error() string {
+	s := fmt.Sprintf("cuda: %s: %s (%d)", e.Call, e.Name, e.Code)
+	if e.Msg != "" && e.Msg != e.Name {
+		s += ": " + e.Msg
+	}
+	return s
+}
+
+// errOutOfMemory is CUDA_ERROR_OUT_OF_MEMORY.
+const errOutOfMemory = 2
+
+// check turns a driver API status into an error naming the call.
+func check(call string, r C.CUresult) error {
+	if r == C.CUDA_SUCCESS {
+		return nil
+	}
+	e := &Error{Call: call, Code: int(r), Name: fmt.Sprintf("CUresult %d", int(r))}
+	if s := C.r_cuErrorName(r); s != nil {
+		e.Name = C.GoString(s)
+	}
+	if s := C.r_cuErrorString(r); s != nil {
+		e.Msg = C.GoString(s)
+	}
+	return e
+}
+
+// libs holds the outcome of opening the CUDA libraries. The function
+// pointers they fill are process-wide by nature (dlopen), so they are
+// opened once per process.
+var libs struct {
+	cudaOnce, blasOnce, nvrtcOnce sync.Once
+	cudaErr, blasErr, nvrtcErr    error
+	blasPath, nvrtcPath           string
+}
+
+// openFirst tries each candidate library in turn with open.
+func openFirst(what string, names []string, open func(path *C.char, err *C.char, n C.int) C.int) (string, error) {
+	var tried []string
+	buf := (*C.char)(C.malloc(512))
+	defer C.free(unsafe.Pointer(buf))
+	for _, name := range names {
+		cs := C.CString(name)
+		r := open(cs, buf, 512)
+		C.free(unsafe.Pointer(cs))
+		if r == 0 {
+			return name, nil
+		}
+		tried = append(tried, C.GoString(buf))
+	}
+	return "", fmt.Errorf("cuda: cannot open %s; tried:\n  %s", what, strings.Join(tried, "\n  "))
+}
+
+// candidates lists the library names to try: the environment variable's
+// value first (a path), then the sonames newest first.
+func candidates(env string, names ...string) []string {
+	if p := os.Getenv(env); p != "" {
+		return append([]string{p}, names...)
+	}
+	return names
+}
+
+func openCUDA() error {
+	libs.cudaOnce.Do(func() {
+		_, err := openFirst("the CUDA driver (libcuda.so.1; is the NVIDIA driver installed and the GPU visible?)",
+			candidates("RELLA_LIBCUDA", "libcuda.so.1", "libcuda.so"),
+			func(p, e *C.char, n C.int) C.int { return C.rella_open_cuda(p, e, n) })
+		if err != nil {
+			libs.cudaErr = err
+			return
+		}
+		libs.cudaErr = check("cuInit", C.r_cuInit(0))
+	})
+	return libs.cudaErr
+}
+
+func openBLAS() error {
+	libs.blasOnce.Do(func() {
+		libs.blasPath, libs.blasErr = openFirst("cuBLAS (set LD_LIBRARY_PATH to the folder of libcublas.so.13 or .12, or RELLA_CUBLAS to its path)",
+			candidates("RELLA_CUBLAS", "libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"),
+			func(p, e *C.char, n C.int) C.int { return C.rella_open_cublas(p, e, n) })
+	})
+	return libs.blasErr
+}
+
+func openNVRTC() error {
+	libs.nvrtcOnce.Do(func() {
+		libs.nvrtcPath, libs.nvrtcErr = openFirst("NVRTC (set LD_LIBRARY_PATH to the folder of libnvrtc.so.13 or .12, or RELLA_NVRTC to its path)",
+			candidates("RELLA_NVRTC", "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so"),
+			func(p, e *C.char, n C.int) C.int { return C.rella_open_nvrtc(p, e, n) })
+	})
+	return libs.nvrtcErr
+}
+
+// DriverVersion returns the CUDA version the driver supports, e.g. 13000 for 13.0.
+func DriverVersion() (int, error) {
+	if err := openCUDA(); err != nil {
+		return 0, err
+	}
+	var v C.int
+	if err := check("cuDriverGetVersion", C.r_cuDriverGetVersion(&v)); err != nil {
+		return 0, err
+	}
+	return int(v), nil
+}
+
+// DeviceCount returns the number of visible CUDA devices.
+func DeviceCount() (int, error) {
+	if err := openCUDA(); err != nil {
+		return 0, err
+	}
+	var n C.int
+	if err := check("cuDeviceGetCount", C.r_cuDeviceGetCount(&n)); err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}
+
+// Device is one GPU with its primary context made current on a goroutine
+// locked to its OS thread. All CUDA work of the device runs in functions
+// passed to Do; the methods documented "inside Do" may only be called there.
+type Device struct {
+	Index        int
+	Name         string
+	Major, Minor int   // compute capability
+	TotalMem     int64 // bytes
+	SMs          int   // multiprocessors
+
+	dev    C.CUdevice
+	ctx    C.CUcontext
+	stream C.CUstream
+	work   chan func()
+	done   chan struct{}
+	alloc  allocator
+	log    *slog.Logger
+	closed bool
+}
+
+// OpenDevice retains the primary context of device index and starts its worker goroutine.
+func OpenDevice(index int, log *slog.Logger) (*Device, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n, err := DeviceCount()
+	if err != nil {
+		return nil, err
+	}
+	if index < 0 || index >= n {
+		return nil, fmt.Errorf("cuda: device %d does not exist (%d visible)", index, n)
+	}
+	d := &Device{Index: index, work: make(chan func()), done: make(chan struct{}), log: log}
+	ready := make(chan error, 1)
+	go d.loop(ready)
+	if err := <-ready; err != nil {
+		return nil, err
+	}
+	log.Info("cuda device", "index", index, "name", d.Name, "sm", fmt.Sprintf("%d%d", d.Major, d.Minor),
+		"memory_gib", fmt.Sprintf("%.1f", float64(d.TotalMem)/(1<<30)))
+	return d, nil
+}
+
+// loop is the device's worker: it locks its OS thread, makes the primary
+// context current, and runs the functions sent by Do until Close.
+func (d *Device) loop(ready chan<- error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := d.init(); err != nil {
+		ready <- err
+		return
+	}
+	ready <- nil
+	for fn := range d.work {
+		fn()
+	}
+	d.alloc.trim()
+	if d.stream != nil {
+		C.r_cuStreamDestroy(d.stream)
+	}
+	C.r_cuDevicePrimaryCtxRelease(d.dev)
+	close(d.done)
+}
+
+func (d *Device) init() error {
+	if err := check("cuDeviceGet", C.r_cuDeviceGet(&d.dev, C.int(d.Index))); err != nil {
+		return err
+	}
+	name := make([]C.char, 256)
+	if err := check("cuDeviceGetName", C.r_cuDeviceGetName(&name[0], 256, d.dev)); err != nil {
+		return err
+	}
+	d.Name = C.GoString(&name[0])
+	attr := func(a C.CUdevice_attribute) (int, error) {
+		var v C.int
+		err := check("cuDeviceGetAttribute", C.r_cuDeviceGetAttribute(&v, a, d.dev))
+		return int(v), err
+	}
+	var err error
+	if d.Major, err = attr(C.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR); err != nil {
+		return err
+	}
+	if d.Minor, err = attr(C.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR); err != nil {
+		return err
+	}
+	if d.SMs, err = attr(C.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT); err != nil {
+		return err
+	}
+	var total C.size_t
+	if err := check("cuDeviceTotalMem", C.r_cuDeviceTotalMem(&total, d.dev)); err != nil {
+		return err
+	}
+	d.TotalMem = int64(total)
+	if err := check("cuDevicePrimaryCtxRetain", C.r_cuDevicePrimaryCtxRetain(&d.ctx, d.dev)); err != nil {
+		return err
+	}
+	if err := check("cuCtxSetCurrent", C.r_cuCtxSetCurrent(d.ctx)); err != nil {
+		C.r_cuDevicePrimaryCtxRelease(d.dev)
+		return err
+	}
+	// A non-blocking stream: no implicit synchronisation with the legacy default stream.
+	if err := check("cuStreamCreate", C.r_cuStreamCreate(&d.stream, C.CU_STREAM_NON_BLOCKING)); err != nil {
+		C.r_cuDevicePrimaryCtxRelease(d.dev)
+		return err
+	}
+	return nil
+}
+
+// Do runs fn on the device's thread, with its context current, and returns fn's error.
+func (d *Device) Do(fn func() error) error {
+	if d.closed {
+		return errors.New("cuda: device is closed")
+	}
+	errc := make(chan error, 1)
+	d.work <- func() {
+		defer func() {
+			if r := recover(); r != nil {
+				errc <- fmt.Errorf("cuda: panic on the device thread: %v", r)
+			}
+		}()
+		errc <- fn()
+	}
+	return <-errc
+}
+
+// Close frees the cached device memory, releases the primary context and
+// stops the worker. Buffers still held become invalid.
+func (d *Device) Close() error {
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	close(d.work)
+	<-d.done
+	return nil
+}
+
+// MemInfo returns the free and total device memory in bytes (inside Do).
+func (d *Device) MemInfo() (free, total int64, err error) {
+	var f, t C.size_t
+	if err := check("cuMemGetInfo", C.r_cuMemGetInfo(&f, &t)); err != nil {
+		return 0, 0, err
+	}
+	return int64(f), int64(t), nil
+}
+
+// Sync waits for all work queued on the device's stream (inside Do).
+func (d *Device) Sync() error {
+	return check("cuStreamSynchronize", C.r_cuStreamSynchronize(d.stream))
+}
+
+// Event is a CUDA event, for timing work on the device's stream.
+type Event struct{ e C.CUevent }
+
+// NewEvent creates an event (inside Do).
+func (d *Device) NewEvent() (*Event, error) {
+	ev := &Event{}
+	if err := check("cuEventCreate", C.r_cuEventCreate(&ev.e, C.CU_EVENT_DEFAULT)); err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
+
+// Record queues the event on the device's stream (inside Do).
+func (d *Device) Record(ev *Event) error {
+	return check("cuEventRecord", C.r_cuEventRecord(ev.e, d.stream))
+}
+
+// Elapsed waits for end and returns the milliseconds between start and end (inside Do).
+func Elapsed(start, end *Event) (float32, error) {
+	if err := check("cuEventSynchronize", C.r_cuEventSynchronize(end.e)); err != nil {
+		return 0, err
+	}
+	var ms C.float
+	if err := check("cuEventElapsedTime", C.r_cuEventElapsedTime(&ms, start.e, end.e)); err != nil {
+		return 0, err
+	}
+	return float32(ms), nil
+}
+
+// Destroy releases the event (inside Do).
+func (ev *Event) Destroy() error { return check("cuEventDestroy", C.r_cuEventDestroy(ev.e)) }
