@@ -162,7 +162,8 @@ type bxRating struct {
 	rating float32
 }
 
-// bookCrossingSamples removes the users with 5 or fewer kept ratings, shuffles
+// bookCrossingSamples removes the users with MinHistory (the authors' 5) or
+// fewer kept ratings, so that every history has at least MinHistory items; it shuffles
 // each remaining user's ratings (random.seed(SampleSeed) before each user,
 // users in order of first appearance) and makes the last one the target;
 // then it shuffles the samples (random.seed(SampleSeed) again) and splits
@@ -179,7 +180,7 @@ func bookCrossingSamples(users []User, books []Item, seqs [][]bxRating, order []
 	}
 	var kept []int32 // users, in order of first appearance
 	for _, u := range order {
-		if len(seqs[u]) <= 5 {
+		if len(seqs[u]) <= opts.MinHistory {
 			rep.FewRatingsUsers++
 			continue
 		}

@@ -11,7 +11,7 @@ type Options struct {
 	Dataset           Kind   `yaml:"dataset"`             // ml-1m | ml-25m | bookcrossing
 	Dir               string `yaml:"dir"`                 // folder holding the dataset's original files
 	HistoryLen        int    `yaml:"history_len"`         // K, the number of history items in a prompt
-	MinHistory        int    `yaml:"min_history"`         // 5: samples need at least this many earlier ratings (MovieLens)
+	MinHistory        int    `yaml:"min_history"`         // 5: samples need at least this many history items (BookCrossing: users need more ratings than this)
 	MaxEvalSamples    int    `yaml:"max_eval_samples"`    // 0 = all; scoring/evaluation use the first N of a split
 	SkipMalformed     bool   `yaml:"skip_malformed"`      // count and skip malformed lines instead of failing
 	ML25MTrainSamples int    `yaml:"ml25m_train_samples"` // 90000; 0 keeps the whole train split

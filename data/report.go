@@ -33,8 +33,8 @@ type Report struct {
 	// ShortHistory counts the MovieLens ratings that are no sample because
 	// fewer than MinHistory ratings of their user precede them.
 	ShortHistory int `json:"short_history"`
-	// FewRatingsUsers counts the BookCrossing users removed for having 5 or
-	// fewer kept ratings.
+	// FewRatingsUsers counts the BookCrossing users removed for having
+	// MinHistory (5) or fewer kept ratings.
 	FewRatingsUsers int `json:"few_ratings_users"`
 	// BadISBNs counts the BookCrossing books dropped because their ISBN holds
 	// something other than ASCII letters and digits.
