@@ -24,8 +24,10 @@ const (
 )
 
 // peftConfig is adapter_config.json as PEFT's LoraConfig writes it (keys
-// sorted). Only keys every PEFT release since 0.4 accepts are written, so
-// older and newer versions of peft.PeftModel.from_pretrained both load it.
+// sorted). Only keys that LoraConfig has had since PEFT 0.4 are written:
+// PEFT 0.4 to 0.12 reject unknown keys (newer ones and 0.3 ignore them), so
+// keys added later (revision, rank_pattern, use_dora, ...) are left out and
+// take their defaults.
 type peftConfig struct {
 	BaseModelNameOrPath string   `json:"base_model_name_or_path"`
 	Bias                string   `json:"bias"`
@@ -39,7 +41,6 @@ type peftConfig struct {
 	ModulesToSave       []string `json:"modules_to_save"`
 	PeftType            string   `json:"peft_type"`
 	R                   int      `json:"r"`
-	Revision            *string  `json:"revision"`
 	TargetModules       []string `json:"target_modules"`
 	TaskType            string   `json:"task_type"`
 }
