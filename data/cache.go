@@ -145,8 +145,8 @@ func InputFiles(opts Options) []string {
 // SHA-256.
 func Fingerprint(opts Options) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\nmin_history=%d skip_malformed=%t ml25m_train=%d ml25m_test=%d seed=%d\n",
-		cacheVersion, opts.Dataset, opts.MinHistory, opts.SkipMalformed, opts.ML25MTrainSamples, opts.ML25MTestSamples, opts.SampleSeed)
+	fmt.Fprintf(h, "%s\n%s\nmin_history=%d skip_malformed=%t ml25m_train=%d ml25m_test=%d seed=%d id_order=%s\n",
+		cacheVersion, opts.Dataset, opts.MinHistory, opts.SkipMalformed, opts.ML25MTrainSamples, opts.ML25MTestSamples, opts.SampleSeed, opts.idOrder())
 	for _, p := range InputFiles(opts) {
 		f, err := os.Open(p)
 		if err != nil {

@@ -147,7 +147,8 @@ func readML1MMovies(ctx context.Context, path string, opts Options, rep *Report)
 		}
 		fr.fr.Records++
 		idx[id] = int32(len(items))
-		items = append(items, Item{ID: id, Title: latin1(f[1]), Genre: firstGenre(latin1(f[2]))})
+		// The authors strip the title and genres (Python's str.strip()).
+		items = append(items, Item{ID: id, Title: pyStrip(latin1(f[1])), Genre: firstGenre(pyStrip(latin1(f[2])))})
 		return nil
 	})
 	rep.ItemsRead = len(items)

@@ -2,6 +2,9 @@ package data
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"testing"
 
 	"github.com/rella-project/rella/internal/testenv"
@@ -27,5 +30,17 @@ func TestML1MSharedCounts(t *testing.T) {
 	}
 	if rep.UsersRead != 6040 || rep.ItemsRead != 3883 {
 		t.Errorf("read %d users %d movies, want 6040, 3883", rep.UsersRead, rep.ItemsRead)
+	}
+	// Digest of every sample as "user/movie/pos/label\n" in order, from a
+	// plain Python sort of ratings.dat by (int(timestamp), user, movie) as
+	// strings.
+	h := sha256.New()
+	for _, split := range [][]Sample{ds.Train, ds.Valid, ds.Test} {
+		for _, s := range split {
+			fmt.Fprintf(h, "%s/%s/%d/%d\n", ds.Users[s.User].ID, ds.Items[ds.Target(s).Item].ID, s.Pos, s.Label)
+		}
+	}
+	if got, want := hex.EncodeToString(h.Sum(nil)), "8ea574109eb5c46c48f28fba879dcdfab9b77f10f4fab824319a2070da7b2514"; got != want {
+		t.Errorf("samples digest %s, want %s", got, want)
 	}
 }

@@ -148,7 +148,8 @@ func readML25MMovies(ctx context.Context, path string, opts Options, rep *Report
 		}
 		fr.fr.Records++
 		idx[rec[0]] = int32(len(items))
-		items = append(items, Item{ID: rec[0], Title: rec[1], Genre: firstGenre(rec[2])})
+		// The authors strip the genres (not the title) before splitting.
+		items = append(items, Item{ID: rec[0], Title: rec[1], Genre: firstGenre(pyStrip(rec[2]))})
 	}
 	rep.ItemsRead = len(items)
 	return items, idx, nil

@@ -2,6 +2,9 @@ package data
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -53,14 +56,34 @@ func TestML25MSharedSample(t *testing.T) {
 			t.Errorf("%s: got %+v, want %+v", c.name, got, c.want)
 		}
 	}
-	pos := 0
-	for _, split := range [][]Sample{ds.Train, ds.Valid, ds.Test} {
-		for _, s := range split {
-			pos += int(s.Label)
+	// Digests of every sample as "user/movie/pos/label\n" in order, from
+	// the Python rendering with the ids as numbers (the authors' ML-25M code)
+	// and as strings.
+	for _, c := range []struct {
+		order, digest string
+		positives     int
+	}{
+		{IDOrderAuto, "22831b90f77f438cdf61fa57c5fef9fbd04127da44d16d5fbf6639665471b23a", 6207},
+		{IDOrderNumeric, "22831b90f77f438cdf61fa57c5fef9fbd04127da44d16d5fbf6639665471b23a", 6207},
+		{IDOrderString, "fe2d30d7f28de56efa6e587d57e53bcfb69c9f1998c442130e82df9b3521d0ec", 6209},
+	} {
+		o := opts
+		o.IDOrder = c.order
+		d, _, err := Load(context.Background(), o, nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if pos != 6209 {
-		t.Errorf("%d positive samples, want 6209", pos)
+		h := sha256.New()
+		pos := 0
+		for _, split := range [][]Sample{d.Train, d.Valid, d.Test} {
+			for _, s := range split {
+				fmt.Fprintf(h, "%s/%s/%d/%d\n", d.Users[s.User].ID, d.Items[d.Target(s).Item].ID, s.Pos, s.Label)
+				pos += int(s.Label)
+			}
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != c.digest || pos != c.positives {
+			t.Errorf("id_order %q: digest %s with %d positives, want %s with %d", c.order, got, pos, c.digest, c.positives)
+		}
 	}
 	var title string
 	for _, it := range ds.Items {

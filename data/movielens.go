@@ -15,7 +15,8 @@ type mlRating struct {
 }
 
 // movieLens turns the MovieLens ratings into a Dataset (RELLA.md section 1):
-// a stable sort by (timestamp, user id as a string, item id as a string),
+// a stable sort by (timestamp, user id, item id), the ids compared as
+// strings or numbers (Options.IDOrder),
 // histories of the user's earlier ratings in that order, samples for the
 // ratings with at least MinHistory earlier ones, and the global 8:1:1
 // chronological split of the samples in that same order.
@@ -25,8 +26,9 @@ type mlRating struct {
 func movieLens(kind Kind, users []User, items []Item, ratings []mlRating, opts Options, rep *Report, label func(float32) int8) *Dataset {
 	// Sort on the ids' ranks (their order as strings), with the position in
 	// the files as the last key: a stable sort by (time, user id, item id).
-	userRank, userAt := idRanks(len(users), func(i int) string { return users[i].ID })
-	itemRank, itemAt := idRanks(len(items), func(i int) string { return items[i].ID })
+	numeric := opts.idOrder() == IDOrderNumeric
+	userRank, userAt := idRanks(len(users), numeric, func(i int) string { return users[i].ID })
+	itemRank, itemAt := idRanks(len(items), numeric, func(i int) string { return items[i].ID })
 	for i := range ratings {
 		r := &ratings[i]
 		r.user, r.item, r.seq = userRank[r.user], itemRank[r.item], int32(i)
@@ -106,14 +108,28 @@ func movieLens(kind Kind, users []User, items []Item, ratings []mlRating, opts O
 	return ds
 }
 
-// idRanks returns each id's rank in the lexicographic order of the ids as
-// strings, and the index at each rank.
-func idRanks(n int, id func(int) string) (rank, at []int32) {
+// idRanks returns each id's rank in the order of the ids as strings or, when
+// numeric, as numbers (the readers have checked that they are decimal
+// numbers), and the index at each rank.
+func idRanks(n int, numeric bool, id func(int) string) (rank, at []int32) {
 	at = make([]int32, n)
 	for i := range at {
 		at[i] = int32(i)
 	}
-	slices.SortStableFunc(at, func(a, b int32) int { return cmp.Compare(id(int(a)), id(int(b))) })
+	compare := func(a, b int32) int { return cmp.Compare(id(int(a)), id(int(b))) }
+	if numeric {
+		val := make([]uint64, n)
+		for i := range val {
+			val[i], _ = parseUint([]byte(id(i)))
+		}
+		compare = func(a, b int32) int {
+			if c := cmp.Compare(val[a], val[b]); c != 0 {
+				return c
+			}
+			return cmp.Compare(id(int(a)), id(int(b)))
+		}
+	}
+	slices.SortStableFunc(at, compare)
 	rank = make([]int32, n)
 	for r, i := range at {
 		rank[i] = int32(r)

@@ -17,6 +17,30 @@ type Options struct {
 	ML25MTrainSamples int    `yaml:"ml25m_train_samples"` // 90000; 0 keeps the whole train split
 	ML25MTestSamples  int    `yaml:"ml25m_test_samples"`  // 70000; 0 keeps the whole test split
 	SampleSeed        int64  `yaml:"sample_seed"`         // 42: the authors' seed for their draws
+	// IDOrder orders same-second MovieLens ratings by user id, then item id:
+	// "string" (lexicographic, as the authors' ML-1M code, which kept the ids
+	// as strings), "numeric" (as their ML-25M code, where pandas read the ids
+	// as numbers), or "auto" (or empty): the authors' choice for the dataset.
+	IDOrder string `yaml:"id_order"`
+}
+
+// The values of Options.IDOrder.
+const (
+	IDOrderAuto    = "auto"
+	IDOrderString  = "string"
+	IDOrderNumeric = "numeric"
+)
+
+// idOrder resolves IDOrderAuto to the authors' choice for the dataset.
+func (o Options) idOrder() string {
+	switch o.IDOrder {
+	case IDOrderString, IDOrderNumeric:
+		return o.IDOrder
+	}
+	if o.Dataset == ML25M {
+		return IDOrderNumeric
+	}
+	return IDOrderString
 }
 
 // DefaultOptions returns the settings of the paper's ML-1M runs.
@@ -31,6 +55,7 @@ func DefaultOptions() Options {
 		ML25MTrainSamples: 90000,
 		ML25MTestSamples:  70000,
 		SampleSeed:        42,
+		IDOrder:           IDOrderAuto,
 	}
 }
 
@@ -66,6 +91,11 @@ func (o Options) Validate() error {
 	if o.SampleSeed < 0 || o.SampleSeed > 1<<32-1 {
 		// numpy's RandomState takes seeds in [0, 2**32).
 		bad("sample_seed", "must be between 0 and 4294967295, got %d", o.SampleSeed)
+	}
+	switch o.IDOrder {
+	case "", IDOrderAuto, IDOrderString, IDOrderNumeric:
+	default:
+		bad("id_order", "must be %q, %q or %q, got %q", IDOrderAuto, IDOrderString, IDOrderNumeric, o.IDOrder)
 	}
 	return errors.Join(errs...)
 }
