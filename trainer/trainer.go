@@ -64,9 +64,11 @@ type Job struct {
 	Config []byte // the run's configuration, copied into every checkpoint
 
 	// Fingerprint holds caller-defined settings that define the run (model
-	// path, prompt settings...). With the data, the seed, the run-defining
-	// Options and LoRA options and the engine's tensor names and shapes,
-	// they must equal the checkpoint's on resume, unless Force is set.
+	// path, prompt settings...). With the built-in ones (a hash of the
+	// training examples "train_examples", n_train, the seed, the run-defining
+	// Options and LoRA options, the engine's tensor names and shapes) they
+	// must equal the checkpoint's on resume, unless Force is set. A caller
+	// key equal to a built-in one is stored as "job.<key>".
 	Fingerprint map[string]string
 	Force       bool
 
@@ -620,7 +622,7 @@ func (l *Loop) fingerprint() map[string]string {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 	fp := map[string]string{
 		"seed":                             strconv.FormatUint(j.Seed, 10),
-		"data":                             dataHash(j.Train),
+		"train_examples":                   dataHash(j.Train),
 		"n_train":                          strconv.Itoa(len(j.Train)),
 		"training.learning_rate":           f(o.LearningRate),
 		"training.total_steps":             strconv.Itoa(l.Plan.TotalSteps),
@@ -650,6 +652,9 @@ func (l *Loop) fingerprint() map[string]string {
 	}
 	fp["engine.params"] = hex.EncodeToString(h.Sum(nil))[:16]
 	for k, v := range j.Fingerprint {
+		if _, builtin := fp[k]; builtin {
+			k = "job." + k // never let a caller key hide a built-in check
+		}
 		fp[k] = v
 	}
 	return fp

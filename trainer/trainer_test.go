@@ -343,7 +343,7 @@ func TestChangedRunRefused(t *testing.T) {
 	}
 	data := s
 	data.Train = s.Train[1:]
-	if _, err := runJob(t, data, dir, nil); err == nil || !strings.Contains(err.Error(), "data:") || !strings.Contains(err.Error(), "n_train: 37 -> 36") {
+	if _, err := runJob(t, data, dir, nil); err == nil || !strings.Contains(err.Error(), "train_examples:") || !strings.Contains(err.Error(), "n_train: 37 -> 36") {
 		t.Errorf("changed data: %v", err)
 	}
 	if _, err := runJob(t, s, dir, func(j *trainer.Job) { j.Seed = 7 }); err == nil || !strings.Contains(err.Error(), "seed: 42 -> 7") {
@@ -351,6 +351,11 @@ func TestChangedRunRefused(t *testing.T) {
 	}
 	if _, err := runJob(t, s, dir, func(j *trainer.Job) { j.Fingerprint = map[string]string{"model": "x"} }); err == nil || !strings.Contains(err.Error(), "model: (not set) -> x") {
 		t.Errorf("changed caller fingerprint: %v", err)
+	}
+	// A caller key named like a built-in one does not replace the built-in check.
+	if _, err := runJob(t, data, dir, func(j *trainer.Job) { j.Fingerprint = map[string]string{"train_examples": "same"} }); err == nil ||
+		!strings.Contains(err.Error(), "train_examples: ") || !strings.Contains(err.Error(), "job.train_examples: (not set) -> same") {
+		t.Errorf("caller key colliding with a built-in: %v", err)
 	}
 	// Settings that do not change the run are free to change.
 	free := s
@@ -459,7 +464,7 @@ func TestOutputs(t *testing.T) {
 	if err := json.Unmarshal(ck.State, &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Step != 9 || st.Micro != 0 || st.AdamStep != 9 || st.Epoch != 3 || st.TotalSteps != 9 || st.Seed != 42 || st.Fingerprint["data"] == "" {
+	if st.Step != 9 || st.Micro != 0 || st.AdamStep != 9 || st.Epoch != 3 || st.TotalSteps != 9 || st.Seed != 42 || st.Fingerprint["train_examples"] == "" {
 		t.Errorf("state %+v", st)
 	}
 	if string(ck.Config) != "seed: 1\n" {
