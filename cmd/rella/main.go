@@ -46,6 +46,8 @@ func commands() []command {
 		// each subcommand file adds its constructor here
 		initModelCommand(), logitsCommand(),
 		tokenizeCommand(),
+		prepareCommand(), promptsCommand(), scoreCommand(),
+		embedCommand(), retrieveCommand(), trainCommand(), runCommand(),
 	}
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds

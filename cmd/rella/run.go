@@ -1,0 +1,36 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+)
+
+func runCommand() command {
+	return command{
+		name:    "run",
+		summary: "run the config's stages in order (prepare, embed, retrieve, score, train)",
+		usage:   "rella run CONFIG|-c CONFIG [--resume] [key=value ...]",
+		run: func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags("run")
+			cfg := configFlag(fs)
+			resume := fs.Bool("resume", false, "skip finished stages and resume training from the newest complete checkpoint")
+			// The config may also come first, as in `rella run configs/quickstart.yaml`.
+			if len(args) > 0 && !strings.HasPrefix(args[0], "-") && !strings.Contains(args[0], "=") {
+				args = append([]string{"-c", args[0]}, args[1:]...)
+			}
+			r, err := loadRun(e, fs, cfg, args)
+			if err != nil {
+				return err
+			}
+			sum, err := r.Run(ctx, *resume)
+			if sum != nil {
+				fmt.Fprint(e.stdout, sum.Table())
+			}
+			if err != nil {
+				return interrupted(e, err, "rella run -c "+*cfg+" --resume")
+			}
+			return nil
+		},
+	}
+}

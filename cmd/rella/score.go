@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"fmt"
+)
+
+func scoreCommand() command {
+	return command{
+		name:    "score",
+		summary: "zero-shot P(Yes) for a split's prompts; writes predictions.jsonl and metrics.json",
+		usage:   "rella score -c CONFIG [--split test|valid|train] [key=value ...]",
+		run: func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags("score")
+			cfg := configFlag(fs)
+			split := fs.String("split", "", "split to score (default: evaluation.split)")
+			r, err := loadRun(e, fs, cfg, args)
+			if err != nil {
+				return err
+			}
+			if *split == "" {
+				*split = r.Cfg.Evaluation.Split
+			}
+			switch *split {
+			case "train", "valid", "test":
+			default:
+				return usageErrorf("--split must be train, valid or test, got %q", *split)
+			}
+			ds, err := r.Prepare(ctx)
+			if err != nil {
+				return err
+			}
+			res, err := r.Score(ctx, ds, *split)
+			if err != nil {
+				return err
+			}
+			for _, name := range []string{"score", "score-subr"} {
+				if m, ok := res[name]; ok {
+					fmt.Fprintf(e.stdout, "%-11s %s n=%d auc=%.4f logloss=%.4f acc=%.4f\n", name, *split, m.N, m.AUC, m.LogLoss, m.Accuracy)
+				}
+			}
+			return nil
+		},
+	}
+}

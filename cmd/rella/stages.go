@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/rella-project/rella/trainer"
+)
+
+func embedCommand() command {
+	return command{
+		name:    "embed",
+		summary: "embed every item with the model (SUBR); writes OUTPUT_DIR/subr/item_embeddings.safetensors",
+		usage:   "rella embed -c CONFIG [key=value ...]",
+		run: func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags("embed")
+			cfg := configFlag(fs)
+			r, err := loadRun(e, fs, cfg, args)
+			if err != nil {
+				return err
+			}
+			ds, err := r.Prepare(ctx)
+			if err != nil {
+				return err
+			}
+			_, err = r.Embed(ctx, ds)
+			return err
+		},
+	}
+}
+
+func retrieveCommand() command {
+	return command{
+		name:    "retrieve",
+		summary: "PCA the item embeddings and select every sample's SUBR top-K history",
+		usage:   "rella retrieve -c CONFIG [key=value ...]",
+		run: func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags("retrieve")
+			cfg := configFlag(fs)
+			r, err := loadRun(e, fs, cfg, args)
+			if err != nil {
+				return err
+			}
+			ds, err := r.Prepare(ctx)
+			if err != nil {
+				return err
+			}
+			return r.Retrieve(ctx, ds)
+		},
+	}
+}
+
+func trainCommand() command {
+	return command{
+		name:    "train",
+		summary: "fine-tune LoRA adapters (ReiT), evaluate, and write the best adapter",
+		usage:   "rella train -c CONFIG [--resume] [key=value ...]",
+		run: func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags("train")
+			cfg := configFlag(fs)
+			resume := fs.Bool("resume", false, "continue from the newest complete checkpoint")
+			r, err := loadRun(e, fs, cfg, args)
+			if err != nil {
+				return err
+			}
+			ds, err := r.Prepare(ctx)
+			if err != nil {
+				return err
+			}
+			res, err := r.Train(ctx, ds, *resume)
+			if err != nil {
+				return interrupted(e, err, "rella train -c "+*cfg+" --resume")
+			}
+			fmt.Fprintf(e.stdout, "fine-tuned test n=%d auc=%.4f logloss=%.4f acc=%.4f\n", res.N, res.AUC, res.LogLoss, res.Accuracy)
+			return nil
+		},
+	}
+}
+
+// interrupted turns a training run stopped by SIGINT/SIGTERM (which saved a
+// checkpoint) into a clean exit that says how to resume; other errors pass.
+func interrupted(e *env, err error, resume string) error {
+	if errors.Is(err, trainer.ErrInterrupted) {
+		fmt.Fprintf(e.stderr, "rella: %v\nrella: a checkpoint was saved; resume with: %s\n", err, resume)
+		return nil
+	}
+	return err
+}

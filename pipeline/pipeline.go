@@ -1,0 +1,36 @@
+// Package pipeline runs ReLLa's stages from a config: prepare the data,
+// embed items, retrieve (SUBR), score zero-shot, and train LoRA (ReiT).
+// Each stage writes under the run's output_dir and can be rerun alone.
+package pipeline
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/rella-project/rella/configs"
+	"github.com/rella-project/rella/internal/atomicfile"
+)
+
+// Runner holds what every stage needs.
+type Runner struct {
+	Cfg      *configs.Config
+	Log      *slog.Logger
+	Progress io.Writer // progress bars go here (stderr); bars are silent unless it is a terminal
+	Out      io.Writer // results a person reads (stdout)
+}
+
+// path returns a path inside the run's output folder.
+func (r *Runner) path(elem ...string) string {
+	return filepath.Join(append([]string{r.Cfg.OutputDir}, elem...)...)
+}
+
+// writeJSON writes v as indented JSON, atomically.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(path, append(b, '\n'))
+}

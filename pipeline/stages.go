@@ -1,0 +1,131 @@
+package pipeline
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/rella-project/rella/data"
+	"github.com/rella-project/rella/internal/atomicfile"
+	"github.com/rella-project/rella/metrics"
+	"github.com/rella-project/rella/prompt"
+)
+
+// encodePrompts renders each sample's prompt with the histories sel picks,
+// wraps it in the Vicuna template and encodes it with BOS first.
+func (r *Runner) encodePrompts(ds *data.Dataset, samples []data.Sample, sel prompt.Selector, enc Encoder) ([][]int, error) {
+	b, err := prompt.New(ds.Kind, r.Cfg.Prompt)
+	if err != nil {
+		return nil, err
+	}
+	k := r.Cfg.Data.HistoryLen
+	seqs := make([][]int, len(samples))
+	var hist []int32
+	for i, s := range samples {
+		hist = sel.Select(s, k, hist[:0])
+		seqs[i] = enc.Encode(prompt.Vicuna(b.Prompt(ds, s, hist)), true)
+	}
+	return seqs, nil
+}
+
+// Prediction is one scored sample, as predictions.jsonl holds it.
+type Prediction struct {
+	Index int     `json:"index"`
+	Label int     `json:"label"`
+	P     float64 `json:"p"`
+}
+
+// writePredictions writes predictions.jsonl and metrics.json into dir and
+// returns the metrics.
+func writePredictions(dir string, samples []data.Sample, p []float64) (metrics.Result, error) {
+	labels := make([]int, len(samples))
+	for i, s := range samples {
+		labels[i] = int(s.Label)
+	}
+	err := atomicfile.Write(dir+"/predictions.jsonl", func(w io.Writer) error {
+		bw := bufio.NewWriter(w)
+		enc := json.NewEncoder(bw)
+		for i := range samples {
+			if err := enc.Encode(Prediction{Index: i, Label: labels[i], P: p[i]}); err != nil {
+				return err
+			}
+		}
+		return bw.Flush()
+	})
+	if err != nil {
+		return metrics.Result{}, err
+	}
+	res := metrics.Compute(labels, p)
+	if err := writeJSON(dir+"/metrics.json", res); err != nil {
+		return metrics.Result{}, err
+	}
+	return res, nil
+}
+
+// Score runs zero-shot scoring on evaluation.split: with recency histories
+// into OUTPUT_DIR/score, and, when retrieval.enabled, with SUBR histories
+// into OUTPUT_DIR/score-subr. It returns the metrics by variant name.
+func (r *Runner) Score(ctx context.Context, ds *data.Dataset, split string) (map[string]metrics.Result, error) {
+	all, err := ds.Split(split)
+	if err != nil {
+		return nil, err
+	}
+	samples := r.Cfg.Data.Limit(all)
+	if len(samples) == 0 {
+		return nil, fmt.Errorf("score: the %s split has no samples", split)
+	}
+	m, err := r.openModel()
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	tok, err := r.loadTokenizer()
+	if err != nil {
+		return nil, err
+	}
+	yes, no, err := answerIDs(tok)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := r.openEngine(m, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer eng.Close()
+	sc := &Scorer{Engine: eng, Yes: yes, No: no, BatchSize: r.Cfg.Model.BatchSize, Progress: r.Progress}
+
+	variants := []struct {
+		name string
+		sel  func() (prompt.Selector, error)
+	}{{"score", func() (prompt.Selector, error) { return prompt.Recent{}, nil }}}
+	if r.Cfg.Retrieval.Enabled {
+		variants = append(variants, struct {
+			name string
+			sel  func() (prompt.Selector, error)
+		}{"score-subr", func() (prompt.Selector, error) { return r.SUBRSelector(ctx, ds) }})
+	}
+	out := map[string]metrics.Result{}
+	for _, v := range variants {
+		sel, err := v.sel()
+		if err != nil {
+			return nil, err
+		}
+		seqs, err := r.encodePrompts(ds, samples, sel, tok)
+		if err != nil {
+			return nil, err
+		}
+		p, err := sc.PYes(ctx, seqs, v.name)
+		if err != nil {
+			return nil, err
+		}
+		res, err := writePredictions(r.path(v.name), samples, p)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", v.name, err)
+		}
+		r.Log.Info(v.name+": done", "split", split, "n", res.N, "auc", res.AUC, "logloss", res.LogLoss, "acc", res.Accuracy)
+		out[v.name] = res
+	}
+	return out, nil
+}
