@@ -240,7 +240,9 @@ func (c *checker) all() {
 		w, wR := c.in(c.randn(outDim*in), e)
 		y := c.out(rows*outDim, yt)
 		c.compare(fmt.Sprintf("cublasGemmEx linear %dx%d·%dx%dᵀ -> %v", rows, in, outDim, in, yt), y, yt, linearRef(xR, wR, rows, in),
-			func() error { return c.blas.Linear(Mat{Buf: y, Type: yt}, Mat{Buf: x, Type: e}, Mat{Buf: w, Type: e}, rows, in, outDim, 0) })
+			func() error {
+				return c.blas.Linear(Mat{Buf: y, Type: yt}, Mat{Buf: x, Type: e}, Mat{Buf: w, Type: e}, rows, in, outDim, 0)
+			})
 	}
 	{ // cuBLAS GemmStridedBatchedEx: batch of projections
 		const batch, rows, in, outDim = 3, 19, 72, 40
@@ -258,3 +260,5 @@ func (c *checker) all() {
 		})
 	}
 }
+
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x5eed)) }

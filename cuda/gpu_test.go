@@ -1,0 +1,108 @@
+//go:build rellagpu
+
+package cuda
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rella-project/rella/internal/testenv"
+)
+
+// skipOrFail skips a test that needs something this machine lacks, unless
+// RELLA_REQUIRE_GPU is set (scripts/gpu-check.sh sets it on the GPU machine).
+func skipOrFail(t *testing.T, err error) {
+	t.Helper()
+	if os.Getenv("RELLA_REQUIRE_GPU") != "" {
+		t.Fatal(err)
+	}
+	t.Skip(err)
+}
+
+// TestNVRTCCompile compiles the embedded kernels with NVRTC for every
+// storage type and the architectures users have (sm_70 V100 in fp16, sm_80
+// A100 and sm_90 H100/H200 in bf16, all in f32). It needs libnvrtc but no
+// GPU: scripts/build-gpu.sh --nvrtc fetches CUDA 11.8's into .kit/lib.
+func TestNVRTCCompile(t *testing.T) {
+	maj, min, path, err := NVRTCVersion()
+	if err != nil {
+		skipOrFail(t, err)
+	}
+	t.Logf("nvrtc %d.%d from %s", maj, min, path)
+	cases := []struct {
+		e  Elem
+		sm int
+	}{{F16, 70}, {F32, 70}, {BF16, 80}, {F32, 80}, {BF16, 90}, {F16, 90}, {F32, 90}}
+	for _, c := range cases {
+		if maj >= 13 && c.sm < 75 {
+			continue // CUDA 13 dropped sm_70
+		}
+		for _, cubin := range []bool{false, true} {
+			img, log, err := Compile(c.e, c.sm, cubin)
+			if err != nil {
+				t.Errorf("%v sm_%d cubin=%v: %v", c.e, c.sm, cubin, err)
+				continue
+			}
+			if strings.TrimSpace(log) != "" {
+				t.Errorf("%v sm_%d: compiler warnings:\n%s", c.e, c.sm, log)
+			}
+			if !cubin {
+				for _, name := range KernelNames {
+					if !bytes.Contains(img, []byte(".entry "+name+"(")) {
+						t.Errorf("%v sm_%d: PTX has no entry %s", c.e, c.sm, name)
+					}
+				}
+			} else if !bytes.HasPrefix(img, []byte("\x7fELF")) {
+				t.Errorf("%v sm_%d: cubin is not an ELF image", c.e, c.sm)
+			}
+		}
+	}
+}
+
+// TestKernelsOnDevice runs every kernel and GEMM on GPU 0 against the CPU
+// references, with fresh random inputs each run.
+func TestKernelsOnDevice(t *testing.T) {
+	dev, err := OpenDevice(0, nil)
+	if err != nil {
+		skipOrFail(t, err)
+	}
+	defer dev.Close()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("%s sm_%d%d, seed %d", dev.Name, dev.Major, dev.Minor, seed)
+	results, err := CheckKernels(context.Background(), dev, seed)
+	for _, r := range results {
+		if r.Err != nil {
+			t.Errorf("%v %s: %v", r.Elem, r.Name, r.Err)
+		} else {
+			t.Logf("ok %v %s relerr %.2e", r.Elem, r.Name, r.RelErr)
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) == 0 {
+		t.Fatal("no kernel checks ran")
+	}
+}
+
+// TestEngineStories runs the engine on the stories260K fixture in f32 and in
+// the device's half type against ForwardRef and llama2.c's logits.
+func TestEngineStories(t *testing.T) {
+	if _, err := DeviceCount(); err != nil {
+		skipOrFail(t, err)
+	}
+	dir := testenv.Shared(t, "fixtures/stories260K")
+	var out bytes.Buffer
+	failed, err := checkModel(context.Background(), SelfTestOptions{ModelDir: dir}, uint64(time.Now().UnixNano()), &out, nil)
+	t.Log("\n" + out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if failed > 0 {
+		t.Errorf("%d engine checks failed", failed)
+	}
+}
