@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -94,6 +95,68 @@ func BenchmarkPrepareML1MSize(b *testing.B) {
 	for range b.N {
 		if _, _, _, err := Prepare(context.Background(), opts, cache, nil); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLoadML25MSize times Load on ML-25M-sized files (162,541 users,
+// 62,423 movies, 25,000,095 ratings, about 650 MB). It writes them to a
+// temporary folder first, which takes a while; run it on demand with
+// -benchtime=1x.
+func BenchmarkLoadML25MSize(b *testing.B) {
+	const users, movies, ratings = 162541, 62423, 25000095
+	dir := b.TempDir()
+	rng := rand.New(rand.NewPCG(3, 4))
+	mf, err := os.Create(filepath.Join(dir, "movies.csv"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriterSize(mf, 1<<20)
+	w.WriteString("movieId,title,genres\n")
+	for m := 1; m <= movies; m++ {
+		fmt.Fprintf(w, "%d,\"Movie, number %d (2000)\",Drama|Comedy\n", m, m)
+	}
+	w.Flush()
+	mf.Close()
+	rf, err := os.Create(filepath.Join(dir, "ratings.csv"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	w = bufio.NewWriterSize(rf, 1<<20)
+	w.WriteString("userId,movieId,rating,timestamp\n")
+	count := make([]int, users)
+	for i := range count {
+		count[i] = 20
+	}
+	for i := 0; i < ratings-20*users; i++ {
+		count[rng.IntN(users)]++
+	}
+	var line []byte
+	for u := 0; u < users; u++ {
+		start := 789652009 + rng.Int64N(1574327703-789652009-1e7)
+		for j := 0; j < count[u]; j++ {
+			line = strconv.AppendInt(line[:0], int64(u+1), 10)
+			line = append(line, ',')
+			line = strconv.AppendInt(line, int64(1+rng.IntN(movies)), 10)
+			r := 1 + rng.IntN(10)
+			line = append(line, ',', byte('0'+r/2), '.', "05"[r%2], ',')
+			line = strconv.AppendInt(line, start+rng.Int64N(int64(count[u])*30+1), 10)
+			line = append(line, '\n')
+			w.Write(line)
+		}
+	}
+	w.Flush()
+	rf.Close()
+	opts := DefaultOptions()
+	opts.Dataset, opts.Dir = ML25M, dir
+	b.ResetTimer()
+	for range b.N {
+		ds, _, err := Load(context.Background(), opts, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st := ds.Stats(); st.Test != 70000 || st.Train != 90000 {
+			b.Fatalf("stats %+v", st)
 		}
 	}
 }
