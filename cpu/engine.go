@@ -29,6 +29,9 @@ type Options struct {
 	DType    string // "float32" (default) or "float64"
 	LoRA     *LoRA  // nil = no adapters
 	MaxBatch int    // sequences per graph run (default 8); callers may pass more, they are split
+	// MaxTokens bounds batch × padded length per graph run (default 8192),
+	// which bounds a graph's memory; a longer single sequence still runs alone.
+	MaxTokens int
 }
 
 // LoRA describes the adapters: y = W·x + Scale·B·A·dropout(x) on every
@@ -40,10 +43,23 @@ type LoRA struct {
 }
 
 const (
-	padMultiple = 16 // sequence lengths are padded to a multiple of this to reuse graphs
-	rowMultiple = 8  // labelled positions per run are padded to a multiple of this
-	maxGraphs   = 8  // graphs kept per kind (inference, training)
+	rowMultiple = 8    // labelled positions per run are padded to a multiple of this
+	maxGraphs   = 4    // graphs kept per kind (inference, training)
 )
+
+// padLen is the padded length of a run whose longest sequence has n tokens:
+// a multiple of 16 up to 256 and of 64 beyond, so few graphs serve all lengths.
+func padLen(n int) int {
+	if n <= 256 {
+		return roundUp(n, 16)
+	}
+	return roundUp(n, 64)
+}
+
+// chunkSize is how many sequences of padded length T one run takes.
+func (e *Engine) chunkSize(T int) int {
+	return max(1, min(e.opts.MaxBatch, e.opts.MaxTokens/T))
+}
 
 // Engine is the Gorgonia CPU engine. It is safe for use by one goroutine at
 // a time per call (calls are serialised internally).
@@ -94,6 +110,9 @@ func New(m *model.Model, o Options) (*Engine, error) {
 	}
 	if e.opts.MaxBatch <= 0 {
 		e.opts.MaxBatch = 8
+	}
+	if e.opts.MaxTokens <= 0 {
+		e.opts.MaxTokens = 8192
 	}
 	c := m.Config
 	var err error
@@ -526,16 +545,17 @@ func (e *Engine) runHidden(ctx context.Context, seqs [][]int, use func(i int, h 
 	D := e.cfg.HiddenSize
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for lo := 0; lo < len(order); lo += e.opts.MaxBatch {
+	for lo, hi := 0, 0; lo < len(order); lo = hi {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		hi := min(lo+e.opts.MaxBatch, len(order))
+		T := padLen(len(seqs[order[lo]]))
+		hi = min(lo+e.chunkSize(T), len(order))
 		chunk := make([][]int, hi-lo)
 		for j := range chunk {
 			chunk[j] = seqs[order[lo+j]]
 		}
-		gr, err := e.getGraph(graphKey{B: len(chunk), T: roundUp(len(chunk[0]), padMultiple)})
+		gr, err := e.getGraph(graphKey{B: len(chunk), T: T})
 		if err != nil {
 			return err
 		}
@@ -553,7 +573,6 @@ func (e *Engine) runHidden(ctx context.Context, seqs [][]int, use func(i int, h 
 		if err != nil {
 			return fmt.Errorf("cpu: forward: %w", err)
 		}
-		T := gr.key.T
 		buf := make([]float64, 0, T*D)
 		for j, s := range chunk {
 			buf = buf[:len(s)*D]
@@ -664,39 +683,38 @@ func (e *Engine) LossGrad(ctx context.Context, batch []engine.Example, dropoutSe
 	if err := e.checkTokens(seqs); err != nil {
 		return 0, 0, err
 	}
-	// Dropout masks, per module, per example: [len × in].
 	var masks [][][]float64
 	if e.opts.LoRA != nil && e.opts.LoRA.Dropout > 0 {
-		p := e.opts.LoRA.Dropout
-		keep := 1 / (1 - p)
-		masks = make([][][]float64, len(e.mods))
-		for mi, m := range e.mods {
-			rng := rand.New(rand.NewPCG(dropoutSeed, uint64(mi)+1))
-			masks[mi] = make([][]float64, len(batch))
-			for b, ex := range batch {
-				mk := make([]float64, len(ex.Tokens)*m.in)
-				for j := range mk {
-					if rng.Float64() >= p {
-						mk[j] = keep
-					}
-				}
-				masks[mi][b] = mk
-			}
+		ins := make([]int, len(e.mods))
+		for i, m := range e.mods {
+			ins[i] = m.in
 		}
+		lens := make([]int, len(batch))
+		for i, ex := range batch {
+			lens[i] = len(ex.Tokens)
+		}
+		masks = DropoutMasks(dropoutSeed, e.opts.LoRA.Dropout, ins, lens)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var lossSum float64
 	nTok := 0
-	for lo := 0; lo < len(batch); lo += e.opts.MaxBatch {
+	for lo, hi := 0, 0; lo < len(batch); lo = hi {
 		if err := ctx.Err(); err != nil {
 			return 0, 0, err
 		}
-		hi := min(lo+e.opts.MaxBatch, len(batch))
+		// Take examples in order while the padded run stays within budget.
+		maxLen := 0
+		for hi = lo; hi < len(batch) && hi-lo < e.opts.MaxBatch; hi++ {
+			l := max(maxLen, len(batch[hi].Tokens))
+			if hi > lo && (hi-lo+1)*padLen(l) > e.opts.MaxTokens {
+				break
+			}
+			maxLen = l
+		}
 		chunk := batch[lo:hi]
-		maxLen, n := 0, 0
+		n := 0
 		for _, ex := range chunk {
-			maxLen = max(maxLen, len(ex.Tokens))
 			for _, l := range ex.Labels {
 				if l != engine.IgnoreIndex {
 					n++
@@ -706,7 +724,7 @@ func (e *Engine) LossGrad(ctx context.Context, batch []engine.Example, dropoutSe
 		if n == 0 {
 			continue
 		}
-		k := graphKey{train: true, B: len(chunk), T: roundUp(maxLen, padMultiple), N: roundUp(n, rowMultiple)}
+		k := graphKey{train: true, B: len(chunk), T: padLen(maxLen), N: roundUp(n, rowMultiple)}
 		gr, err := e.getGraph(k)
 		if err != nil {
 			return 0, 0, err
@@ -769,6 +787,32 @@ func (e *Engine) LossGrad(ctx context.Context, batch []engine.Example, dropoutSe
 		}
 	}
 	return lossSum, nTok, nil
+}
+
+// DropoutMasks returns the inverted-dropout masks LossGrad applies to the
+// adapter inputs: masks[i][b] is the [lens[b] × ins[i]] row-major mask of
+// module i for example b, each value 0 (probability p) or 1/(1−p). Module i
+// is the i-th distinct (layer, module) in the order its lora_A or lora_B
+// first appears in LoRA.Params. Module i draws from PCG(seed, i+1), example
+// by example, token by token, feature by feature (keep when Float64() ≥ p),
+// so the masks do not depend on how a batch is split or padded.
+func DropoutMasks(seed uint64, p float64, ins, lens []int) [][][]float64 {
+	keep := 1 / (1 - p)
+	masks := make([][][]float64, len(ins))
+	for i, in := range ins {
+		rng := rand.New(rand.NewPCG(seed, uint64(i)+1))
+		masks[i] = make([][]float64, len(lens))
+		for b, n := range lens {
+			mk := make([]float64, n*in)
+			for j := range mk {
+				if rng.Float64() >= p {
+					mk[j] = keep
+				}
+			}
+			masks[i][b] = mk
+		}
+	}
+	return masks
 }
 
 var (

@@ -110,7 +110,7 @@ func TestBatchEqualsSingle(t *testing.T) {
 	for _, dropout := range []float64{0, 0.25} {
 		params := loraParams(m, []string{"q_proj", "v_proj"}, 4, 0.3, 0.3, 5)
 		mkEngine := func(maxBatch int) *Engine {
-			e, err := New(m, Options{MaxBatch: maxBatch, LoRA: &LoRA{Scale: 2, Dropout: dropout, Params: params}})
+			e, err := New(m, Options{MaxBatch: maxBatch, MaxTokens: 80, LoRA: &LoRA{Scale: 2, Dropout: dropout, Params: params}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -194,6 +194,22 @@ func TestBatchEqualsSingle(t *testing.T) {
 		}
 		if nB != want {
 			t.Errorf("LossGrad counted %d tokens, want %d", nB, want)
+		}
+		// A second call adds the same gradient again (nothing accumulates inside the graph).
+		zeroGrads(params)
+		for k := 0; k < 2; k++ {
+			if _, _, err := batched.LossGrad(ctx, ex, 99); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var grad2 []float64
+		for _, p := range params {
+			for _, g := range p.Grad {
+				grad2 = append(grad2, float64(g)/2)
+			}
+		}
+		if r := relErr(grad2, gradB); r > 1e-6 {
+			t.Errorf("two LossGrad calls added %g (relative) more or less than twice one call", r)
 		}
 	}
 }

@@ -511,23 +511,33 @@ func swigluKernel[T float](which int) func(o []T, x [][]T) {
 // q [B*T, H*hd] (already rotated and scaled), k, v [B*T, KV*hd]; query head
 // h reads kv head h/(H/KV) (HF repeat_kv). Rows t ≥ a sequence's length
 // (right padding) see only earlier keys, so real rows never see padding.
+// The backward pass recomputes the probabilities (nothing T×T is kept) and
+// yields dq, dk, dv packed side by side in one [B*T, H*hd+2*KV*hd] tensor.
 func attention(q, k, v *G.Node, T, H, KV, hd int) (*G.Node, error) {
+	qw, kw := H*hd, KV*hd
 	op := &fnOp{name: "attention", arity: 3, typ: sameType(3), wrt: []bool{true, true, true}, shape: shapeOf(0),
 		do: func(in []G.Value) (G.Value, error) {
-			return run(in[0].Shape(), in, attnKernel[float32](T, H, KV, hd, -1), attnKernel[float64](T, H, KV, hd, -1))
+			return run(in[0].Shape(), in, attnKernel[float32](T, H, KV, hd, false), attnKernel[float64](T, H, KV, hd, false))
 		},
 		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+			rows := in[0].Shape()[0]
+			packed := tensor.Shape{rows, qw + 2*kw}
+			op := &fnOp{name: "attentionGrad", arity: 4, typ: sameType(4),
+				shape: func([]tensor.Shape) (tensor.Shape, error) { return packed.Clone(), nil },
+				do: func(in []G.Value) (G.Value, error) {
+					return run(packed, in, attnKernel[float32](T, H, KV, hd, true), attnKernel[float64](T, H, KV, hd, true))
+				}}
+			d, err := apply(op, in[0], in[1], in[2], g)
+			if err != nil {
+				return nil, err
+			}
 			var out G.Nodes
-			for which := 0; which < 3; which++ {
-				op := &fnOp{name: fmt.Sprintf("attentionGrad%d", which), arity: 4, typ: sameType(4), shape: shapeOf(which),
-					do: func(in []G.Value) (G.Value, error) {
-						return run(in[which].Shape(), in, attnKernel[float32](T, H, KV, hd, which), attnKernel[float64](T, H, KV, hd, which))
-					}}
-				d, err := apply(op, in[0], in[1], in[2], g)
+			for _, c := range [][2]int{{0, qw}, {qw, kw}, {qw + kw, kw}} {
+				n, err := columns(d, c[0], c[1])
 				if err != nil {
 					return nil, err
 				}
-				out = append(out, d)
+				out = append(out, n)
 			}
 			return out, nil
 		},
@@ -535,76 +545,114 @@ func attention(q, k, v *G.Node, T, H, KV, hd int) (*G.Node, error) {
 	return apply(op, q, k, v)
 }
 
-// attnKernel: which −1 = forward (inputs q,k,v), 0/1/2 = gradient of q/k/v
-// (inputs q,k,v,g). Gradients of k and v sum over the query heads of a group.
-func attnKernel[E float](T, H, KV, hd, which int) func(o []E, x [][]E) {
+// columns copies columns [off, off+width) of a matrix (not differentiable).
+func columns(x *G.Node, off, width int) (*G.Node, error) {
+	op := &fnOp{name: fmt.Sprintf("columns[%d:%d]", off, off+width), arity: 1, typ: sameType(1),
+		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], width}, nil },
+		do: func(in []G.Value) (G.Value, error) {
+			s := in[0].Shape()
+			return run(tensor.Shape{s[0], width}, in, colsKernel[float32](s[1], off, width), colsKernel[float64](s[1], off, width))
+		}}
+	return apply(op, x)
+}
+
+func colsKernel[T float](stride, off, width int) func(o []T, x [][]T) {
+	return func(o []T, in [][]T) {
+		for r := 0; r < len(o)/width; r++ {
+			copy(o[r*width:(r+1)*width], in[0][r*stride+off:])
+		}
+	}
+}
+
+// attnBlock is the number of query rows processed together; keys beyond a
+// block's last row are skipped (causal), which halves the work for long T.
+const attnBlock = 64
+
+// attnKernel computes the attention output (inputs q,k,v) or, with grad,
+// the packed [dq | dk | dv] (inputs q,k,v,g). Gradients of k and v sum over
+// the query heads of a group.
+func attnKernel[E float](T, H, KV, hd int, grad bool) func(o []E, x [][]E) {
 	return func(o []E, in [][]E) {
 		q, k, v := in[0], in[1], in[2]
 		qw, kw := H*hd, KV*hd
 		B := len(q) / (T * qw)
 		group := H / KV
-		for i := range o {
-			o[i] = 0
+		ow, dkOff, dvOff := qw, 0, 0 // output row stride and dk/dv column offsets
+		if grad {
+			ow, dkOff, dvOff = qw+2*kw, qw, qw+kw
 		}
-		// Work items: (b, kv head); the heads of a group share k and v, so
-		// one worker owns a (b, kv) block of the k/v gradients.
+		clear(o)
+		// Work items are (b, kv head): the heads of a group share k and v, so
+		// one worker owns the k/v gradient block of its item.
 		parallel(B*KV, func(lo, hi int) {
-			s := make([]E, T*T)  // scores / probabilities
-			dp := make([]E, T*T) // gradient of probabilities
+			s := make([]E, attnBlock*T)  // probabilities of a block of rows
+			dp := make([]E, attnBlock*T) // their gradient
+			kT := make([]E, hd*T)        // k of this item transposed [hd, T]
+			vT := make([]E, hd*T)
 			for item := lo; item < hi; item++ {
 				b, j := item/KV, item%KV
-				kOff, vOff := b*T*kw+j*hd, b*T*kw+j*hd
+				kOff := b*T*kw + j*hd // k and v share the layout
+				for t := 0; t < T; t++ {
+					for c := 0; c < hd; c++ {
+						kT[c*T+t] = k[kOff+t*kw+c]
+						vT[c*T+t] = v[kOff+t*kw+c]
+					}
+				}
 				for hh := 0; hh < group; hh++ {
 					h := j*group + hh
 					qOff := b*T*qw + h*hd
-					// s = q_h · k_jᵀ, masked softmax per row
-					gemm(blas.NoTrans, blas.Trans, T, T, hd, q[qOff:], qw, k[kOff:], kw, 0, s, T)
-					for t := 0; t < T; t++ {
-						row := s[t*T : (t+1)*T]
-						m := float64(row[0])
-						for u := 1; u <= t; u++ {
-							m = math.Max(m, float64(row[u]))
+					for r0 := 0; r0 < T; r0 += attnBlock {
+						m, n := min(attnBlock, T-r0), min(r0+attnBlock, T) // rows, keys
+						qb := qOff + r0*qw
+						// s = q_block · k[:n]ᵀ, then a causal softmax per row
+						gemm(blas.NoTrans, blas.NoTrans, m, n, hd, q[qb:], qw, kT, T, 0, s, n)
+						for i := 0; i < m; i++ {
+							t := r0 + i
+							row := s[i*n : (i+1)*n]
+							mx := row[0]
+							for _, x := range row[1 : t+1] {
+								if x > mx {
+									mx = x
+								}
+							}
+							var sum float64
+							for u := 0; u <= t; u++ {
+								e := math.Exp(float64(row[u] - mx))
+								row[u] = E(e)
+								sum += e
+							}
+							inv := 1 / sum
+							for u := 0; u <= t; u++ {
+								row[u] = E(float64(row[u]) * inv)
+							}
+							clear(row[t+1:])
 						}
-						var sum float64
-						for u := 0; u <= t; u++ {
-							e := math.Exp(float64(row[u]) - m)
-							row[u] = E(e)
-							sum += e
+						ob := (b*T+r0)*ow + h*hd
+						if !grad { // o_block = p · v[:n]
+							gemm(blas.NoTrans, blas.NoTrans, m, hd, n, s, n, v[kOff:], kw, 0, o[ob:], ow)
+							continue
 						}
-						for u := 0; u <= t; u++ {
-							row[u] = E(float64(row[u]) / sum)
+						g := in[3][qb:]
+						dkv := (b*T)*ow + j*hd
+						// dv[:n] += pᵀ · g_block
+						gemm(blas.Trans, blas.NoTrans, n, hd, m, s, n, g, qw, 1, o[dkv+dvOff:], ow)
+						// dp = g_block · v[:n]ᵀ ; ds = p∘(dp − rowsum(dp∘p))
+						gemm(blas.NoTrans, blas.NoTrans, m, n, hd, g, qw, vT, T, 0, dp, n)
+						for i := 0; i < m; i++ {
+							t := r0 + i
+							p, d := s[i*n:(i+1)*n], dp[i*n:(i+1)*n]
+							var dot float64
+							for u := 0; u <= t; u++ {
+								dot += float64(p[u]) * float64(d[u])
+							}
+							for u := 0; u <= t; u++ {
+								d[u] = E(float64(p[u]) * (float64(d[u]) - dot))
+							}
+							clear(d[t+1:])
 						}
-						for u := t + 1; u < T; u++ {
-							row[u] = 0
-						}
-					}
-					switch which {
-					case -1: // o_h = p · v_j
-						gemm(blas.NoTrans, blas.NoTrans, T, hd, T, s, T, v[vOff:], kw, 0, o[qOff:], qw)
-						continue
-					case 2: // dv_j += pᵀ · g_h
-						gemm(blas.Trans, blas.NoTrans, T, hd, T, s, T, in[3][qOff:], qw, 1, o[vOff:], kw)
-						continue
-					}
-					// dp = g_h · v_jᵀ ; ds = p∘(dp − rowsum(dp∘p))
-					gemm(blas.NoTrans, blas.Trans, T, T, hd, in[3][qOff:], qw, v[vOff:], kw, 0, dp, T)
-					for t := 0; t < T; t++ {
-						p, d := s[t*T:(t+1)*T], dp[t*T:(t+1)*T]
-						var dot float64
-						for u := 0; u <= t; u++ {
-							dot += float64(p[u]) * float64(d[u])
-						}
-						for u := 0; u <= t; u++ {
-							d[u] = E(float64(p[u]) * (float64(d[u]) - dot))
-						}
-						for u := t + 1; u < T; u++ {
-							d[u] = 0
-						}
-					}
-					if which == 0 { // dq_h = ds · k_j
-						gemm(blas.NoTrans, blas.NoTrans, T, hd, T, dp, T, k[kOff:], kw, 0, o[qOff:], qw)
-					} else { // dk_j += dsᵀ · q_h
-						gemm(blas.Trans, blas.NoTrans, T, hd, T, dp, T, q[qOff:], qw, 1, o[kOff:], kw)
+						// dq_block = ds · k[:n] ; dk[:n] += dsᵀ · q_block
+						gemm(blas.NoTrans, blas.NoTrans, m, hd, n, dp, n, k[kOff:], kw, 0, o[ob:], ow)
+						gemm(blas.Trans, blas.NoTrans, n, hd, m, dp, n, q[qb:], qw, 1, o[dkv+dkOff:], ow)
 					}
 				}
 			}
