@@ -43,8 +43,8 @@ type LoRA struct {
 }
 
 const (
-	rowMultiple = 8    // labelled positions per run are padded to a multiple of this
-	maxGraphs   = 4    // graphs kept per kind (inference, training)
+	rowMultiple = 8 // labelled positions per run are padded to a multiple of this
+	maxGraphs   = 4 // graphs kept per kind (inference, training)
 )
 
 // padLen is the padded length of a run whose longest sequence has n tokens:
