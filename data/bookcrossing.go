@@ -264,13 +264,13 @@ func readBXUsers(ctx context.Context, path string, opts Options, rep *Report) ([
 		}
 		if s[i] == '\n' {
 			line++
-		}
-		i++
-		if i%(1<<20) == 0 {
-			if err := ctx.Err(); err != nil {
-				return nil, nil, fmt.Errorf("data: read %s: %w", path, err)
+			if line%65536 == 0 {
+				if err := ctx.Err(); err != nil {
+					return nil, nil, fmt.Errorf("data: read %s: %w", path, err)
+				}
 			}
 		}
+		i++
 	}
 	// The first three fields are the header.
 	if len(toks) < 3 || toks[0].s != "User-ID" || toks[1].s != "Location" || toks[2].s != "Age" {
@@ -293,6 +293,9 @@ func readBXUsers(ctx context.Context, path string, opts Options, rep *Report) ([
 		if bad != "" {
 			if err := fr.malformed(t[0].line, "%s", bad); err != nil {
 				return nil, nil, err
+			}
+			if len(t) < 3 {
+				break
 			}
 			// Resynchronise: drop fields until three of them fit.
 			toks = toks[1:]

@@ -220,3 +220,21 @@ func TestML25MFirstRecordBroken(t *testing.T) {
 	_, _, err := loadDir(t, ML25M, dir, false)
 	wantErr(t, err, "movies.csv:1:")
 }
+
+func TestBookCrossingTrailingFields(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"BX-Users.csv":        `"User-ID";"Location";"Age"` + "\r\n" + `"1";"x, usa";"20"` + "\r\n" + `"2";"x, usa"` + "\r\n",
+		"BX-Books.csv":        `"ISBN";"Book-Title";"Book-Author";"Year-Of-Publication";"Publisher";"Image-URL-S";"Image-URL-M";"Image-URL-L"` + "\r\n",
+		"BX-Book-Ratings.csv": `"User-ID";"ISBN";"Book-Rating"` + "\r\n",
+	})
+	_, _, err := loadDir(t, BookCrossing, dir, false)
+	wantErr(t, err, "BX-Users.csv:3: want 3 fields (User-ID, Location, Age), got 2 at the end of the file")
+	_, rep, err := loadDir(t, BookCrossing, dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.UsersRead != 1 || rep.Files[0].Malformed != 1 {
+		t.Errorf("%d users, %d malformed; want 1 and 1", rep.UsersRead, rep.Files[0].Malformed)
+	}
+}
