@@ -391,3 +391,39 @@ func TestErrors(t *testing.T) {
 		t.Error("empty sequence accepted")
 	}
 }
+
+// A bf16 checkpoint runs and gives the f32 checkpoint's logits up to bf16 rounding of the weights.
+func TestHalfPrecisionCheckpoint(t *testing.T) {
+	var logits [][]float32
+	for _, dt := range []string{"f32", "bf16", "f16"} {
+		dir := filepath.Join(t.TempDir(), dt)
+		if err := model.Init(dir, model.InitOptions{Hidden: 16, Layers: 2, Heads: 4, KVHeads: 2, Intermediate: 24, Vocab: 40, Seed: 7, Std: 0.3, DType: dt}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := model.Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := New(m, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := e.LastLogits(context.Background(), [][]int{{1, 5, 9, 30, 2}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Close()
+		logits = append(logits, l[0])
+	}
+	for k, tol := range map[int]float64{1: 0.03, 2: 0.005} {
+		var d, n float64
+		for j := range logits[0] {
+			d += math.Abs(float64(logits[k][j] - logits[0][j]))
+			n += math.Abs(float64(logits[0][j]))
+		}
+		if d/n > tol || d == 0 {
+			t.Errorf("checkpoint %d: logits differ from f32 by %.3g relative (L1)", k, d/n)
+		}
+		t.Logf("checkpoint %d: relative L1 difference %.3g", k, d/n)
+	}
+}
