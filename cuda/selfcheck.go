@@ -90,9 +90,11 @@ func SelfTest(ctx context.Context, opts SelfTestOptions, w io.Writer, log *slog.
 		failed += n
 	}
 	if opts.BenchDir != "" {
-		if err := bench(ctx, opts, w, log); err != nil {
+		n, err := bench(ctx, opts, w, log)
+		if err != nil {
 			return err
 		}
+		failed += n
 	}
 	if failed > 0 {
 		return fmt.Errorf("cuda: %d GPU checks failed", failed)
@@ -207,25 +209,29 @@ type benchSeqs struct {
 }
 
 // bench times LastLogits (scoring: the logits of a few rows at the last
-// token) on the benchmark checkpoint and prints one BENCH line.
-func bench(ctx context.Context, opts SelfTestOptions, w io.Writer, log *slog.Logger) error {
+// token) on the benchmark checkpoint and prints one BENCH line. When
+// hf_rows.json (HF's logits of the same rows) is there, it compares them
+// with the engine's and returns 1 if they differ by more than 5e-2 in
+// relative norm (two bf16 implementations; HF also keeps its residual
+// stream in bf16).
+func bench(ctx context.Context, opts SelfTestOptions, w io.Writer, log *slog.Logger) (failed int, err error) {
 	b, err := os.ReadFile(filepath.Join(opts.BenchDir, "seqs.json"))
 	if err != nil {
-		return fmt.Errorf("cuda: bench: %w", err)
+		return 0, fmt.Errorf("cuda: bench: %w", err)
 	}
 	var bs benchSeqs
 	if err := json.Unmarshal(b, &bs); err != nil {
-		return fmt.Errorf("cuda: bench: seqs.json: %w", err)
+		return 0, fmt.Errorf("cuda: bench: seqs.json: %w", err)
 	}
 	m, err := model.Load(opts.BenchDir)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer m.Close()
 	start := time.Now()
 	en, err := NewEngineWith(m, Options{Device: opts.Device, Precision: opts.Precision}, log)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer en.Close()
 	fmt.Fprintf(w, "INFO bench: loaded %s in %v (%v)\n", opts.BenchDir, time.Since(start).Round(time.Millisecond), en.Elem())
@@ -234,14 +240,35 @@ func bench(ctx context.Context, opts SelfTestOptions, w io.Writer, log *slog.Log
 		tokens += len(s)
 	}
 	reps := max(opts.BenchReps, 1)
-	if _, err := en.LastLogits(ctx, bs.Seqs, bs.Rows); err != nil { // warm-up: compile, allocator
-		return err
+	first, err := en.LastLogits(ctx, bs.Seqs, bs.Rows) // warm-up: allocator, cuBLAS heuristics
+	if err != nil {
+		return 0, err
+	}
+	if b, err := os.ReadFile(filepath.Join(opts.BenchDir, "hf_rows.json")); err == nil {
+		var hf struct {
+			Logits [][]float32 `json:"logits"`
+		}
+		if err := json.Unmarshal(b, &hf); err != nil {
+			return 0, fmt.Errorf("cuda: bench: hf_rows.json: %w", err)
+		}
+		var got, want []float32
+		for i := range first {
+			if i < len(hf.Logits) {
+				got, want = append(got, first[i]...), append(want, hf.Logits[i]...)
+			}
+		}
+		rel := RelErr(got, want)
+		status := "PASS"
+		if !(rel <= 5e-2) || len(hf.Logits) != len(first) {
+			status, failed = "FAIL", 1
+		}
+		fmt.Fprintf(w, "%s engine %-60s relerr %.2e\n", status, fmt.Sprintf("%v scoring logits vs HF transformers (%d seqs)", en.Elem(), len(hf.Logits)), rel)
 	}
 	times := make([]float64, reps)
 	for i := range times {
 		t0 := time.Now()
 		if _, err := en.LastLogits(ctx, bs.Seqs, bs.Rows); err != nil {
-			return err
+			return 0, err
 		}
 		times[i] = time.Since(t0).Seconds()
 	}
@@ -261,5 +288,5 @@ func bench(ctx context.Context, opts SelfTestOptions, w io.Writer, log *slog.Log
 	}
 	fmt.Fprintf(w, "BENCH go_scoring samples=%d tokens=%d reps=%d median_s=%.4f samples_per_s=%.2f tokens_per_s=%.0f tflops=%.1f mfu=%.3f\n",
 		len(bs.Seqs), tokens, reps, med, float64(len(bs.Seqs))/med, float64(tokens)/med, flops/med/1e12, flops/med/H200DenseBF16)
-	return nil
+	return failed, nil
 }
