@@ -582,6 +582,10 @@ func attnKernel[E float](T, H, KV, hd int, grad bool) func(o []E, x [][]E) {
 			ow, dkOff, dvOff = qw+2*kw, qw, qw+kw
 		}
 		clear(o)
+		exp := math.Exp
+		if _, ok := any(E(0)).(float32); ok {
+			exp = expNonPos
+		}
 		// Work items are (b, kv head): the heads of a group share k and v, so
 		// one worker owns the k/v gradient block of its item.
 		parallel(B*KV, func(lo, hi int) {
@@ -617,7 +621,7 @@ func attnKernel[E float](T, H, KV, hd int, grad bool) func(o []E, x [][]E) {
 							}
 							var sum float64
 							for u := 0; u <= t; u++ {
-								e := math.Exp(float64(row[u] - mx))
+								e := exp(float64(row[u] - mx))
 								row[u] = E(e)
 								sum += e
 							}
@@ -802,4 +806,17 @@ func ceGradKernel[T float](st *ceState, g float64) func(o []T, x [][]T) {
 			out[st.labels[r]] -= T(w)
 		}
 	}
+}
+
+// expNonPos is e^x for x ≤ 0 with a relative error below 1e-8: enough for
+// float32 results, and about twice as fast as math.Exp.
+func expNonPos(x float64) float64 {
+	if x < -700 {
+		return 0
+	}
+	const log2e, ln2hi, ln2lo = 1.4426950408889634, 6.93147180369123816490e-01, 1.90821492927058770002e-10
+	n := math.Floor(x*log2e + 0.5)
+	r := x - n*ln2hi - n*ln2lo // |r| ≤ ln2/2
+	p := 1 + r*(1+r*(1.0/2+r*(1.0/6+r*(1.0/24+r*(1.0/120+r*(1.0/720+r*(1.0/5040+r*(1.0/40320))))))))
+	return p * math.Float64frombits(uint64(int64(n)+1023)<<52)
 }

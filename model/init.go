@@ -28,7 +28,7 @@ func DefaultInitOptions() InitOptions {
 	return InitOptions{Hidden: 64, Layers: 2, Heads: 4, KVHeads: 2, Intermediate: 172, Vocab: 32000, Seed: 1, DType: "f32"}
 }
 
-// TokenizerFiles are the files Init copies from InitOptions.Tokenizer when present.
+// tokenizerFiles are the files Init copies from InitOptions.Tokenizer when present.
 var tokenizerFiles = []string{"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}
 
 // Init writes a random LLaMA (config.json, model.safetensors and any

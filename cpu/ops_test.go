@@ -1,0 +1,25 @@
+package cpu
+
+import (
+	"math"
+	"testing"
+)
+
+func TestExpNonPos(t *testing.T) {
+	worst := 0.0
+	for i := 0; i <= 2000000; i++ {
+		x := -745 * float64(i) / 2000000
+		want, got := math.Exp(x), expNonPos(x)
+		if want < 1e-300 {
+			if got > 1e-290 {
+				t.Fatalf("exp(%g) = %g, want %g", x, got, want)
+			}
+			continue
+		}
+		worst = math.Max(worst, math.Abs(got-want)/want)
+	}
+	if worst > 1e-8 {
+		t.Errorf("relative error up to %g", worst)
+	}
+	t.Logf("max relative error %.3g", worst)
+}
