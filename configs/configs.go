@@ -45,6 +45,7 @@ type Config struct {
 type Model struct {
 	Path        string `yaml:"path"`         // local HF-format folder: config.json, safetensors, tokenizer files
 	Tokenizer   string `yaml:"tokenizer"`    // tokenizer folder or file; empty = model.path
+	Adapter     string `yaml:"adapter"`      // optional PEFT LoRA adapter folder applied when scoring
 	Device      string `yaml:"device"`       // cpu | gpu
 	DeviceIndex int    `yaml:"device_index"` // which GPU
 	DType       string `yaml:"dtype"`        // float32 | float64 on cpu; bf16 | fp16 on gpu
@@ -59,16 +60,17 @@ type Evaluation struct {
 // Generate lets a run make its own inputs: the synthetic dataset and the
 // small random model the quickstart uses. Nothing is generated over existing files.
 type Generate struct {
-	Data      bool   `yaml:"data"`       // write a synthetic ML-1M-format dataset into data.dir when it is missing
-	DataUsers int    `yaml:"data_users"` // users in the synthetic dataset
-	DataItems int    `yaml:"data_items"` // movies in the synthetic dataset
-	Model     bool   `yaml:"model"`      // write a random LLaMA into model.path when it is missing
-	Tokenizer string `yaml:"tokenizer"`  // tokenizer folder copied beside the generated model
-	Hidden    int    `yaml:"hidden"`
-	Layers    int    `yaml:"layers"`
-	Heads     int    `yaml:"heads"`
-	KVHeads   int    `yaml:"kv_heads"`
-	FFN       int    `yaml:"intermediate"`
+	Data      bool    `yaml:"data"`       // write a synthetic ML-1M-format dataset into data.dir when it is missing
+	DataUsers int     `yaml:"data_users"` // users in the synthetic dataset
+	DataItems int     `yaml:"data_items"` // movies in the synthetic dataset
+	Model     bool    `yaml:"model"`      // write a random LLaMA into model.path when it is missing
+	Tokenizer string  `yaml:"tokenizer"`  // tokenizer folder copied beside the generated model
+	Hidden    int     `yaml:"hidden"`
+	Layers    int     `yaml:"layers"`
+	Heads     int     `yaml:"heads"`
+	KVHeads   int     `yaml:"kv_heads"`
+	FFN       int     `yaml:"intermediate"`
+	InitStd   float64 `yaml:"init_std"` // standard deviation of the random weights (HF's initializer_range, 0.02)
 }
 
 // Stage names `rella run` knows, in their natural order.
@@ -90,7 +92,7 @@ func Default() Config {
 		Training:   trainer.DefaultOptions(),
 		Retrieval:  retrieval.DefaultOptions(),
 		Evaluation: Evaluation{Split: "test"},
-		Generate:   Generate{DataUsers: 60, DataItems: 150, Hidden: 64, Layers: 2, Heads: 4, KVHeads: 2, FFN: 172},
+		Generate:   Generate{DataUsers: 60, DataItems: 150, Hidden: 64, Layers: 2, Heads: 4, KVHeads: 2, FFN: 172, InitStd: 0.02},
 	}
 }
 
@@ -132,7 +134,7 @@ func (c *Config) Validate() error {
 	if c.Generate.Data && (c.Generate.DataUsers < 1 || c.Generate.DataItems < 1) {
 		errs = append(errs, errors.New("generate.data_users: generate.data_users and generate.data_items must be positive"))
 	}
-	if c.Generate.Model && (c.Generate.Hidden < 1 || c.Generate.Layers < 1 || c.Generate.Heads < 1 || c.Generate.KVHeads < 1 || c.Generate.FFN < 1) {
+	if c.Generate.Model && (c.Generate.Hidden < 1 || c.Generate.Layers < 1 || c.Generate.Heads < 1 || c.Generate.KVHeads < 1 || c.Generate.FFN < 1 || !(c.Generate.InitStd > 0)) {
 		errs = append(errs, errors.New("generate.hidden: generate.hidden, layers, heads, kv_heads and intermediate must be positive"))
 	}
 	for _, v := range []interface{ Validate() error }{c.Data, c.Prompt, c.LoRA, c.Training, c.Retrieval} {

@@ -33,7 +33,7 @@ func (r *Runner) generateModel() error {
 	o := model.DefaultInitOptions()
 	g := c.Generate
 	o.Hidden, o.Layers, o.Heads, o.KVHeads, o.Intermediate = g.Hidden, g.Layers, g.Heads, g.KVHeads, g.FFN
-	o.Seed, o.Tokenizer = c.Seed, g.Tokenizer
+	o.Seed, o.Tokenizer, o.Std = c.Seed, g.Tokenizer, g.InitStd
 	r.Log.Info("model: writing a random LLaMA", "dir", c.Model.Path, "hidden", o.Hidden, "layers", o.Layers)
 	if err := model.Init(c.Model.Path, o); err != nil {
 		return fmt.Errorf("generate.model: %w", err)

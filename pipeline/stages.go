@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/rella-project/rella/cpu"
 	"github.com/rella-project/rella/data"
 	"github.com/rella-project/rella/internal/atomicfile"
+	"github.com/rella-project/rella/lora"
 	"github.com/rella-project/rella/metrics"
 	"github.com/rella-project/rella/prompt"
 )
@@ -89,7 +91,16 @@ func (r *Runner) Score(ctx context.Context, ds *data.Dataset, split string) (map
 	if err != nil {
 		return nil, err
 	}
-	eng, err := r.openEngine(m, nil)
+	var adapter *cpu.LoRA
+	if r.Cfg.Model.Adapter != "" {
+		o, params, err := lora.Load(r.Cfg.Model.Adapter)
+		if err != nil {
+			return nil, fmt.Errorf("model.adapter: %w", err)
+		}
+		adapter = &cpu.LoRA{Scale: o.Scale(), Dropout: o.Dropout, Params: params}
+		r.Log.Info("score: with LoRA adapter", "adapter", r.Cfg.Model.Adapter, "tensors", len(params))
+	}
+	eng, err := r.openEngine(m, adapter)
 	if err != nil {
 		return nil, err
 	}

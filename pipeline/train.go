@@ -205,16 +205,8 @@ func loadAdapterInto(dir string, params []*engine.Param) error {
 	if err != nil {
 		return err
 	}
-	byName := map[string]*engine.Param{}
-	for _, p := range saved {
-		byName[p.Name] = p
-	}
-	for _, p := range params {
-		s, ok := byName[p.Name]
-		if !ok || len(s.Value) != len(p.Value) {
-			return fmt.Errorf("train: adapter %s lacks tensor %s or its shape differs", dir, p.Name)
-		}
-		copy(p.Value, s.Value)
+	if err := lora.Assign(params, saved); err != nil {
+		return fmt.Errorf("train: adapter %s: %w", dir, err)
 	}
 	return nil
 }
