@@ -1,6 +1,10 @@
 package cuda
 
-import "math"
+import (
+	"math"
+	"runtime"
+	"sync"
+)
 
 // Host-side conversions between float32 and the 16-bit storage types, used
 // to upload weights and inputs and to read results back.
@@ -95,9 +99,33 @@ func (e Elem) Round(v []float32) []float32 {
 	return out
 }
 
-// encode converts v to e's little-endian bytes.
+// encode converts v to e's little-endian bytes, large slices in parallel
+// (loading a 7B checkpoint converts 6.7e9 values).
 func (e Elem) encode(v []float32) []byte {
 	out := make([]byte, len(v)*e.Size())
+	const chunk = 1 << 20
+	if len(v) <= chunk {
+		e.encodeInto(out, v)
+		return out
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for lo := 0; lo < len(v); lo += chunk {
+		hi := min(lo+chunk, len(v))
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			e.encodeInto(out[lo*e.Size():hi*e.Size()], v[lo:hi])
+			<-sem
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// encodeInto writes v as e's little-endian bytes into out.
+func (e Elem) encodeInto(out []byte, v []float32) {
 	for i, x := range v {
 		switch e {
 		case F32:
@@ -111,7 +139,6 @@ func (e Elem) encode(v []float32) []byte {
 			out[2*i], out[2*i+1] = byte(u), byte(u>>8)
 		}
 	}
-	return out
 }
 
 // decode converts e's little-endian bytes to float32.

@@ -78,3 +78,22 @@ func TestElemEncodeDecode(t *testing.T) {
 		t.Errorf("Round: F32 must keep 0.1 exactly and BF16 must not")
 	}
 }
+
+// TestEncodeParallel checks that the parallel path of encode (more than one
+// chunk, a ragged last chunk) writes every value like the serial one.
+func TestEncodeParallel(t *testing.T) {
+	v := make([]float32, 1<<20*2+12345)
+	for i := range v {
+		v[i] = float32(i%1000) * 0.37
+	}
+	for _, e := range []Elem{F32, BF16} {
+		got := e.encode(v)
+		want := make([]byte, len(v)*e.Size())
+		e.encodeInto(want, v)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%v: byte %d: got %d, want %d", e, i, got[i], want[i])
+			}
+		}
+	}
+}

@@ -171,6 +171,16 @@ func (en *Engine) Close() error {
 		return nil
 	}
 	en.dev.Do(func() error {
+		bufs := []Buffer{en.embed, en.norm}
+		if !en.cfg.TieWordEmbeddings {
+			bufs = append(bufs, en.head)
+		}
+		for _, l := range en.layers {
+			bufs = append(bufs, l.ln1, l.q, l.k, l.v, l.o, l.ln2, l.gate, l.up, l.down)
+		}
+		for _, b := range bufs {
+			en.dev.Free(b)
+		}
 		if en.blas != nil {
 			en.blas.Destroy()
 		}

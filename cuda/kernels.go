@@ -3,6 +3,8 @@ package cuda
 import (
 	_ "embed"
 	"fmt"
+	"regexp"
+	"strings"
 )
 
 // kernelSource is the CUDA C++ source of every kernel; NVRTC compiles it at
@@ -90,3 +92,43 @@ func ElemFor(major, minor int) Elem {
 	}
 	return F16
 }
+
+// paramKind is the kind of one kernel parameter, as the launcher must pass it.
+type paramKind byte
+
+const (
+	pPtr paramKind = 'p' // a device pointer (a Buffer)
+	pI32 paramKind = 'i' // int
+	pI64 paramKind = 'l' // long long
+	pF32 paramKind = 'f' // float
+)
+
+// kernelParams parses the parameter lists of the extern "C" kernels in src,
+// so that a launch with arguments of the wrong number or kind fails with an
+// error instead of running with garbage.
+func kernelParams(src string) (map[string][]paramKind, error) {
+	out := map[string][]paramKind{}
+	for _, m := range kernelDecl.FindAllStringSubmatch(src, -1) {
+		var kinds []paramKind
+		for _, p := range strings.Split(m[2], ",") {
+			p = strings.Join(strings.Fields(p), " ")
+			switch {
+			case strings.Contains(p, "*"):
+				kinds = append(kinds, pPtr)
+			case strings.HasPrefix(p, "long long "):
+				kinds = append(kinds, pI64)
+			case strings.HasPrefix(p, "int "):
+				kinds = append(kinds, pI32)
+			case strings.HasPrefix(p, "float "):
+				kinds = append(kinds, pF32)
+			default:
+				return nil, fmt.Errorf("cuda: kernel %s: parameter %q has a type the launcher does not pass", m[1], p)
+			}
+		}
+		out[m[1]] = kinds
+	}
+	return out, nil
+}
+
+// kernelDecl matches a kernel's name and parameter list.
+var kernelDecl = regexp.MustCompile(`extern "C" __global__ void(?: __launch_bounds__\([^)]*\))? (\w+)\(([^)]*)\)`)

@@ -186,33 +186,37 @@ type dim3 struct{ x, y, z uint32 }
 
 // launch queues kernel f on the device's stream (inside Do). Each argument
 // is a Buffer (passed as its device pointer), an int (passed as a 32-bit
-// int, checked), int32, int64, uint32, uint64 or float32.
+// int, checked), int32, int64 or float32, and must match the kind of the
+// kernel's parameter in the source.
 func (d *Device) launch(f *kernel, grid, block dim3, smem uint32, args ...any) error {
 	var vals [32]C.uint64_t
 	if len(args) > len(vals) {
 		return fmt.Errorf("cuda: %s: %d arguments, at most %d", f.name, len(args), len(vals))
 	}
+	if len(args) != len(f.params) {
+		return fmt.Errorf("cuda: %s: %d arguments, the kernel takes %d", f.name, len(args), len(f.params))
+	}
 	for i, a := range args {
+		var kind paramKind
 		switch v := a.(type) {
 		case Buffer:
-			vals[i] = C.uint64_t(v.ptr)
+			vals[i], kind = C.uint64_t(v.ptr), pPtr
 		case int:
 			if v < math.MinInt32 || v > math.MaxInt32 {
 				return fmt.Errorf("cuda: %s: argument %d = %d does not fit in int32", f.name, i, v)
 			}
-			vals[i] = C.uint64_t(uint32(int32(v)))
+			vals[i], kind = C.uint64_t(uint32(int32(v))), pI32
 		case int32:
-			vals[i] = C.uint64_t(uint32(v))
-		case uint32:
-			vals[i] = C.uint64_t(v)
+			vals[i], kind = C.uint64_t(uint32(v)), pI32
 		case int64:
-			vals[i] = C.uint64_t(uint64(v))
-		case uint64:
-			vals[i] = C.uint64_t(v)
+			vals[i], kind = C.uint64_t(uint64(v)), pI64
 		case float32:
-			vals[i] = C.uint64_t(math.Float32bits(v))
+			vals[i], kind = C.uint64_t(math.Float32bits(v)), pF32
 		default:
 			return fmt.Errorf("cuda: %s: argument %d has unsupported type %T", f.name, i, a)
+		}
+		if kind != f.params[i] {
+			return fmt.Errorf("cuda: %s: argument %d is a %T, the kernel wants kind %c", f.name, i, a, f.params[i])
 		}
 	}
 	if grid.x == 0 || grid.y == 0 || grid.z == 0 {

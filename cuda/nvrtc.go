@@ -48,7 +48,7 @@ func compileOptions(e Elem, sm int, cubin bool) []string {
 	if cubin {
 		arch = fmt.Sprintf("--gpu-architecture=sm_%d", sm)
 	}
-	return []string{arch, e.macro(), "-default-device", "--std=c++14"}
+	return []string{arch, e.macro(), "-default-device"}
 }
 
 // Compile compiles the embedded kernels with NVRTC for storage type e and
@@ -90,8 +90,9 @@ func Compile(e Elem, sm int, cubin bool) (image []byte, log string, err error) {
 
 // kernel is one function of a loaded module.
 type kernel struct {
-	name string
-	fn   C.CUfunction
+	name   string
+	fn     C.CUfunction
+	params []paramKind // from the source; launch checks its arguments against them
 }
 
 // Module is the kernel source compiled for one storage type and loaded on a device.
@@ -156,13 +157,17 @@ func (d *Device) LoadKernels(e Elem) (*Module, error) {
 			}
 		}
 	}
+	params, err := kernelParams(kernelSource)
+	if err != nil {
+		return nil, err
+	}
 	m := &Module{Elem: e, fns: map[string]*kernel{}}
 	if err := check("cuModuleLoadData", C.r_cuModuleLoadData(&m.mod, unsafe.Pointer(&image[0]))); err != nil {
 		return nil, fmt.Errorf("load kernels for sm_%d: %w", sm, err)
 	}
 	for _, name := range KernelNames {
 		cs := C.CString(name)
-		k := &kernel{name: name}
+		k := &kernel{name: name, params: params[name]}
 		err := check("cuModuleGetFunction", C.r_cuModuleGetFunction(&k.fn, m.mod, cs))
 		C.free(unsafe.Pointer(cs))
 		if err != nil {
