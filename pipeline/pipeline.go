@@ -19,6 +19,18 @@ type Runner struct {
 	Log      *slog.Logger
 	Progress io.Writer // progress bars go here (stderr); bars are silent unless it is a terminal
 	Out      io.Writer // results a person reads (stdout)
+	// SUBRDir, when set, holds the SUBR artefacts (embeddings, vectors,
+	// selections) instead of OUTPUT_DIR/subr, so runs that differ only in K
+	// or N share one set of item embeddings.
+	SUBRDir string
+}
+
+// subrPath returns a path inside the folder of the SUBR artefacts.
+func (r *Runner) subrPath(name string) string {
+	if r.SUBRDir != "" {
+		return filepath.Join(r.SUBRDir, name)
+	}
+	return r.path("subr", name)
 }
 
 // path returns a path inside the run's output folder.

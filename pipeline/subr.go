@@ -17,8 +17,8 @@ import (
 )
 
 // Paths of the SUBR artefacts.
-func (r *Runner) embeddingsPath() string { return r.path("subr", "item_embeddings.safetensors") }
-func (r *Runner) vectorsPath() string    { return r.path("subr", retrieval.VectorsFile) }
+func (r *Runner) embeddingsPath() string { return r.subrPath("item_embeddings.safetensors") }
+func (r *Runner) vectorsPath() string    { return r.subrPath(retrieval.VectorsFile) }
 
 // itemTexts returns every item's SUBR text (RELLA.md 4.1) in the Vicuna template.
 func itemTexts(ds *data.Dataset) []string {
@@ -135,7 +135,7 @@ func (r *Runner) Retrieve(ctx context.Context, ds *data.Dataset) error {
 		if len(samples) == 0 {
 			continue
 		}
-		path := retrieval.SelectionPath(r.Cfg.OutputDir, split, k)
+		path := r.subrPath(filepath.Base(retrieval.SelectionPath(r.Cfg.OutputDir, split, k)))
 		if _, err := retrieval.LoadOrSelect(ctx, path, sel, fp, samples, k); err != nil {
 			return fmt.Errorf("retrieve %s: %w", split, err)
 		}

@@ -47,7 +47,7 @@ func commands() []command {
 		initModelCommand(), logitsCommand(), gpuSelftestCommand(),
 		tokenizeCommand(),
 		prepareCommand(), promptsCommand(), scoreCommand(),
-		embedCommand(), retrieveCommand(), trainCommand(), runCommand(),
+		embedCommand(), retrieveCommand(), trainCommand(), runCommand(), studyCommand(),
 	}
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds

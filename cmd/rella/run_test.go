@@ -120,3 +120,37 @@ retrieval: {enabled: true, dim: 4, train_type: mixed, train_samples: 12, batch_s
 		}
 	}
 }
+
+// The K study writes a table with one row per (K, variant) and a plot; the
+// runs share one set of item embeddings.
+func TestStudyK(t *testing.T) {
+	tok := testenv.Shared(t, "fixtures/tokenizer/llama")
+	dir := t.TempDir()
+	cfg := writeFile(t, filepath.Join(dir, "study.yaml"), `
+output_dir: `+dir+`/out
+generate: {data: true, data_users: 10, data_items: 50, model: true, tokenizer: `+tok+`, hidden: 16, layers: 1, heads: 2, kv_heads: 1, intermediate: 32}
+data: {dataset: ml-1m, dir: `+dir+`/source, history_len: 3}
+model: {path: `+dir+`/model}
+retrieval: {enabled: true, dim: 4}
+`)
+	code, stdout, stderr := rella(t, "study", "-c", cfg, "--param", "K", "--values", "2,4")
+	if code != 0 {
+		t.Fatalf("study: exit %d\n%s", code, stderr)
+	}
+	if n := strings.Count(stdout, "\n"); n != 4 {
+		t.Errorf("study printed %d rows, want 4 (2 values x recency/SUBR):\n%s", n, stdout)
+	}
+	csv, err := os.ReadFile(filepath.Join(dir, "out", "study", "auc-vs-K.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Count(string(csv), "\n"); lines != 5 {
+		t.Errorf("auc-vs-K.csv has %d lines, want a header and 4 rows:\n%s", lines, csv)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out", "study", "auc-vs-K.png")); err != nil {
+		t.Error(err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "out", "study", "*", "subr")); len(m) != 0 {
+		t.Errorf("runs of the study made their own embeddings: %v", m)
+	}
+}

@@ -1,0 +1,73 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+
+	"github.com/rella-project/rella/experiments"
+)
+
+// Study runs one of the paper's two studies and writes its table and plot
+// to OUTPUT_DIR/study/<name>.{csv,png}:
+//   - param "K": zero-shot test AUC (recency, and SUBR when retrieval.enabled)
+//     for each history length in values;
+//   - param "N": the fine-tuned test AUC for each number of drawn training
+//     samples in values (retrieval.train_type decides ReiT or an ablation).
+//
+// Each value runs in OUTPUT_DIR/study/<param>-<value>; all share one set of
+// item embeddings under OUTPUT_DIR/subr.
+func (r *Runner) Study(ctx context.Context, param string, values []int, resume bool) ([]experiments.Row, error) {
+	if param != experiments.ParamK && param != experiments.ParamN {
+		return nil, fmt.Errorf("study: param must be %s or %s, got %q", experiments.ParamK, experiments.ParamN, param)
+	}
+	if len(values) == 0 {
+		return nil, fmt.Errorf("study: no values")
+	}
+	base := r.Cfg.OutputDir
+	var rows []experiments.Row
+	for _, v := range values {
+		c := *r.Cfg
+		switch param {
+		case experiments.ParamK:
+			c.Data.HistoryLen = v
+		case experiments.ParamN:
+			c.Retrieval.TrainSamples = v
+		}
+		c.OutputDir = filepath.Join(base, "study", param+"-"+strconv.Itoa(v))
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("study %s=%d: %w", param, v, err)
+		}
+		sub := &Runner{Cfg: &c, Log: r.Log.With("study", param, "value", v), Progress: r.Progress, Out: r.Out,
+			SUBRDir: filepath.Join(base, "subr")}
+		ds, err := sub.Prepare(ctx)
+		if err != nil {
+			return nil, err
+		}
+		switch param {
+		case experiments.ParamK:
+			res, err := sub.Score(ctx, ds, c.Evaluation.Split)
+			if err != nil {
+				return nil, err
+			}
+			for _, name := range []string{"score", "score-subr"} {
+				if m, ok := res[name]; ok {
+					rows = append(rows, experiments.Row{Param: param, X: v, Variant: variantNames[name], AUC: m.AUC})
+				}
+			}
+		case experiments.ParamN:
+			m, err := sub.Train(ctx, ds, resume)
+			if err != nil {
+				return nil, err
+			}
+			rows = append(rows, experiments.Row{Param: param, X: v, Variant: "fine-tuned (" + c.Retrieval.TrainType + ")", AUC: m.AUC})
+		}
+	}
+	name := "auc-vs-" + param
+	if err := experiments.WriteStudy(filepath.Join(base, "study"), name, rows); err != nil {
+		return nil, err
+	}
+	r.Log.Info("study: written", "csv", filepath.Join(base, "study", name+".csv"), "png", filepath.Join(base, "study", name+".png"))
+	return rows, nil
+}
