@@ -169,3 +169,22 @@ func BenchmarkSelectAllOnTheFlyML25M(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPCAML1M fits PCA to d = 512 on 3,706 random 4,096-dimensional
+// embeddings (ML-1M's items under Vicuna-7B): the randomized solver.
+//
+//	go test ./retrieval/ -run '^$' -bench PCAML1M -benchtime 1x -cpu 2
+func BenchmarkPCAML1M(b *testing.B) {
+	rng := rand.New(rand.NewPCG(4096, 1))
+	x := randomRows(rng, ml1mItems, 4096)
+	b.ResetTimer()
+	for b.Loop() {
+		y, err := PCA(x, 512)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(y[0]) != 512 {
+			b.Fatalf("dim %d", len(y[0]))
+		}
+	}
+}

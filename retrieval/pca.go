@@ -54,17 +54,35 @@ func PCA(x [][]float32, dim int) ([][]float32, error) {
 // FitPCA fits a PCA with at most dim components (see PCA for the cap) on the
 // rows of x, which must all have the same length and be finite.
 //
-// With at least as many dimensions as rows it eigen-decomposes the n x n
-// Gram matrix of the centred rows; otherwise it accumulates the D x D
-// covariance in chunks of rows, so memory stays O(D^2) whatever the
-// number of rows.
+// Small problems (min(items, D) <= 768, or not much above dim) are solved
+// exactly: with at least as many dimensions as rows it eigen-decomposes the
+// n x n Gram matrix of the centred rows, otherwise the D x D covariance
+// accumulated in chunks of rows. Larger ones (ML-1M's 3,706 x 4,096 and up)
+// use a seeded randomized solver (see pca_randomized.go), as scikit-learn's
+// PCA does for such shapes; its components agree with the exact ones to
+// many digits wherever the spectrum has a gap, and memory stays at one
+// chunk of float64 rows plus O((items + D) x dim).
 func FitPCA(x [][]float32, dim int) (*PCAFit, error) {
 	n, d, err := checkRows(x)
 	if err != nil {
 		return nil, fmt.Errorf("pca: %w", err)
 	}
-	return fitPCA(x, n, d, dim, n <= d)
+	m := methodGram
+	switch {
+	case useRandomized(n, d, dim):
+		m = methodRandomized
+	case n > d:
+		m = methodCovariance
+	}
+	return fitPCA(x, n, d, dim, m)
 }
+
+// PCA solvers.
+const (
+	methodGram = iota
+	methodCovariance
+	methodRandomized
+)
 
 func checkRows(x [][]float32) (n, d int, err error) {
 	n = len(x)
@@ -88,7 +106,7 @@ func checkRows(x [][]float32) (n, d int, err error) {
 	return n, d, nil
 }
 
-func fitPCA(x [][]float32, n, d, dim int, gram bool) (*PCAFit, error) {
+func fitPCA(x [][]float32, n, d, dim int, method int) (*PCAFit, error) {
 	if dim <= 0 {
 		return nil, fmt.Errorf("pca: dimension must be positive, got %d", dim)
 	}
@@ -105,10 +123,13 @@ func fitPCA(x [][]float32, n, d, dim int, gram bool) (*PCAFit, error) {
 		fit *PCAFit
 		err error
 	)
-	if gram {
+	switch method {
+	case methodGram:
 		fit, err = fitGram(x, mean, dim)
-	} else {
+	case methodCovariance:
 		fit, err = fitCovariance(x, mean, dim)
+	default:
+		fit, err = fitRandomized(x, mean, dim)
 	}
 	if err != nil {
 		return nil, err

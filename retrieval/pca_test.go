@@ -85,15 +85,15 @@ func TestPCAMatchesEigenDecomposition(t *testing.T) {
 		{"dim above D", 30, 6, 50, 6},
 	}
 	for _, tc := range cases {
-		for _, gram := range []bool{false, true} {
+		for _, gram := range []int{methodCovariance, methodGram} {
 			rng := rand.New(rand.NewPCG(uint64(tc.n), uint64(tc.d)))
 			x := randomRows(rng, tc.n, tc.d)
 			fit, err := fitPCA(x, tc.n, tc.d, tc.dim, gram)
 			if err != nil {
-				t.Fatalf("%s gram=%v: %v", tc.name, gram, err)
+				t.Fatalf("%s method=%d: %v", tc.name, gram, err)
 			}
 			if fit.Dim() != tc.wantDim {
-				t.Fatalf("%s gram=%v: dim %d, want %d", tc.name, gram, fit.Dim(), tc.wantDim)
+				t.Fatalf("%s method=%d: dim %d, want %d", tc.name, gram, fit.Dim(), tc.wantDim)
 			}
 			vals, vecs := referenceEigen(t, x)
 			y, err := fit.Transform(x)
@@ -102,11 +102,11 @@ func TestPCAMatchesEigenDecomposition(t *testing.T) {
 			}
 			for c := 0; c < fit.Dim(); c++ {
 				if !relClose(fit.Variances[c], vals[c], 1e-9) {
-					t.Errorf("%s gram=%v: variance %d = %g, eigenvalue %g", tc.name, gram, c, fit.Variances[c], vals[c])
+					t.Errorf("%s method=%d: variance %d = %g, eigenvalue %g", tc.name, gram, c, fit.Variances[c], vals[c])
 				}
 				// float32 scores: relative tolerance of float32 rounding.
 				if v := columnVariance(y, c); !relClose(v, vals[c], 1e-5) {
-					t.Errorf("%s gram=%v: projected variance %d = %g, eigenvalue %g", tc.name, gram, c, v, vals[c])
+					t.Errorf("%s method=%d: projected variance %d = %g, eigenvalue %g", tc.name, gram, c, v, vals[c])
 				}
 				// Components equal the reference eigenvectors up to sign, and
 				// the sign puts the largest-magnitude entry positive.
@@ -118,10 +118,10 @@ func TestPCAMatchesEigenDecomposition(t *testing.T) {
 					}
 				}
 				if math.Abs(math.Abs(dot)-1) > 1e-8 {
-					t.Errorf("%s gram=%v: component %d differs from the eigenvector: |<v,e>| = %g", tc.name, gram, c, math.Abs(dot))
+					t.Errorf("%s method=%d: component %d differs from the eigenvector: |<v,e>| = %g", tc.name, gram, c, math.Abs(dot))
 				}
 				if big <= 0 {
-					t.Errorf("%s gram=%v: component %d has largest entry %g, want positive", tc.name, gram, c, big)
+					t.Errorf("%s method=%d: component %d has largest entry %g, want positive", tc.name, gram, c, big)
 				}
 			}
 		}
@@ -131,11 +131,11 @@ func TestPCAMatchesEigenDecomposition(t *testing.T) {
 func TestPCAPathsAgree(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	x := randomRows(rng, 20, 20)
-	a, err := fitPCA(x, 20, 20, 10, false)
+	a, err := fitPCA(x, 20, 20, 10, methodCovariance)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := fitPCA(x, 20, 20, 10, true)
+	b, err := fitPCA(x, 20, 20, 10, methodGram)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,4 +188,79 @@ func TestPCARejectsBadInput(t *testing.T) {
 
 func relClose(a, b, rel float64) bool {
 	return math.Abs(a-b) <= rel*math.Max(math.Abs(a), math.Abs(b))+1e-12
+}
+
+// spectralRows returns n x d rows with a geometrically decaying spectrum
+// (singular values 10 * 0.85^i over r random directions) plus tiny noise.
+func spectralRows(rng *rand.Rand, n, d, r int) [][]float32 {
+	a := mat.NewDense(n, r, nil)
+	b := mat.NewDense(r, d, nil)
+	for i := 0; i < n; i++ {
+		for j := 0; j < r; j++ {
+			a.Set(i, j, rng.NormFloat64()*10*math.Pow(0.85, float64(j)))
+		}
+	}
+	for i := 0; i < r; i++ {
+		for j := 0; j < d; j++ {
+			b.Set(i, j, rng.NormFloat64())
+		}
+	}
+	var p mat.Dense
+	p.Mul(a, b)
+	x := make([][]float32, n)
+	for i := range x {
+		x[i] = make([]float32, d)
+		for j := range x[i] {
+			x[i][j] = float32(p.At(i, j) + 1e-3*rng.NormFloat64() + 3)
+		}
+	}
+	return x
+}
+
+func TestRandomizedPCAMatchesExact(t *testing.T) {
+	for _, tc := range []struct{ n, d, dim int }{
+		{300, 200, 20},
+		{150, 400, 20},
+		{1100, 50, 10}, // more rows than one chunk
+	} {
+		rng := rand.New(rand.NewPCG(uint64(tc.n), 99))
+		x := spectralRows(rng, tc.n, tc.d, 60)
+		exact := methodCovariance
+		if tc.n <= tc.d {
+			exact = methodGram
+		}
+		want, err := fitPCA(x, tc.n, tc.d, tc.dim, exact)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := fitPCA(x, tc.n, tc.d, tc.dim, methodRandomized)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Dim() != want.Dim() {
+			t.Fatalf("%v: dim %d, want %d", tc, got.Dim(), want.Dim())
+		}
+		for c := 0; c < got.Dim(); c++ {
+			if !relClose(got.Variances[c], want.Variances[c], 1e-9) {
+				t.Errorf("%v: variance %d = %.12g, exact %.12g", tc, c, got.Variances[c], want.Variances[c])
+			}
+			var dot float64
+			for r := 0; r < tc.d; r++ {
+				dot += got.Components.At(r, c) * want.Components.At(r, c)
+			}
+			// Same deterministic sign, so the components agree outright.
+			if dot < 1-1e-8 {
+				t.Errorf("%v: component %d: <randomized, exact> = %.12g", tc, c, dot)
+			}
+		}
+	}
+}
+
+func TestFitPCAChoosesSolver(t *testing.T) {
+	if useRandomized(500, 4096, 512) || useRandomized(3706, 4096, 2000) {
+		t.Error("small or nearly full problems must be exact")
+	}
+	if !useRandomized(3706, 4096, 512) || !useRandomized(271375, 4096, 512) {
+		t.Error("ML-1M and BookCrossing shapes must be randomized")
+	}
 }
