@@ -7,9 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/rella-project/rella/data"
 	"github.com/rella-project/rella/safetensors"
@@ -317,4 +319,44 @@ func LoadOrSelect(ctx context.Context, path string, s *Selector, vectors string,
 		return nil, err
 	}
 	return sel, nil
+}
+
+// LoadOrBuildVectors returns the item vectors for a catalogue of nItems
+// items, ordered by item index, and their fingerprint. It reads
+// dir/embeddings.safetensors (which must hold every item once) and reuses
+// dir/item_vectors.safetensors when that was built from those embeddings
+// under o's similarity and dim; otherwise it builds the vectors
+// (ItemVectors) and saves them there.
+func LoadOrBuildVectors(dir string, o Options, nItems int, log *slog.Logger) ([][]float32, string, error) {
+	emb, err := LoadEmbeddings(filepath.Join(dir, EmbeddingsFile))
+	if err != nil {
+		return nil, "", err
+	}
+	fp := VectorsFingerprint(emb.Fingerprint, o)
+	vecPath := filepath.Join(dir, VectorsFile)
+	if m, err := LoadItemVectors(vecPath); err == nil && m.Check(fp) == nil {
+		if v, err := m.ForItems(nItems); err == nil {
+			return v, fp, nil
+		}
+	}
+	rows, err := emb.ForItems(nItems)
+	if err != nil {
+		return nil, "", fmt.Errorf("retrieval: %s: %w", EmbeddingsFile, err)
+	}
+	start := time.Now()
+	vec, err := ItemVectors(rows, o)
+	if err != nil {
+		return nil, "", err
+	}
+	ids := make([]int64, nItems)
+	for i := range ids {
+		ids[i] = int64(i)
+	}
+	if err := SaveItemVectors(vecPath, vec, ids, fp); err != nil {
+		return nil, "", err
+	}
+	if log != nil {
+		log.Info("retrieval: item vectors built", "items", nItems, "dim", len(vec[0]), "similarity", o.Similarity, "elapsed", time.Since(start).Round(time.Millisecond))
+	}
+	return vec, fp, nil
 }

@@ -194,3 +194,67 @@ func TestOptionsValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadOrBuildVectors(t *testing.T) {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(19, 20))
+	emb := randomRows(rng, 12, 9)
+	// Stored in reverse item order: the result must come back by item index.
+	rev := make([][]float32, 12)
+	ids := make([]int64, 12)
+	for i := range rev {
+		rev[i], ids[i] = emb[11-i], int64(11-i)
+	}
+	if err := SaveEmbeddings(filepath.Join(dir, EmbeddingsFile), rev, ids, "emb-1"); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Similarity: SimCosine, Dim: 4}
+	v, fp, err := LoadOrBuildVectors(dir, o, 12, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := PCA(emb, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fp != VectorsFingerprint("emb-1", o) {
+		t.Fatal("wrong fingerprint")
+	}
+	for i := range want {
+		if !slices.Equal(v[i], want[i]) {
+			t.Fatalf("item %d: %v, want %v", i, v[i], want[i])
+		}
+	}
+	// A second call reuses the stored vectors: overwrite them with a marker
+	// under the right fingerprint and expect the marker back.
+	marker := make([][]float32, 12)
+	for i := range marker {
+		marker[i] = []float32{float32(i), 0, 0, 0}
+	}
+	byIndex := make([]int64, 12)
+	for i := range byIndex {
+		byIndex[i] = int64(i)
+	}
+	if err := SaveItemVectors(filepath.Join(dir, VectorsFile), marker, byIndex, fp); err != nil {
+		t.Fatal(err)
+	}
+	v, _, err = LoadOrBuildVectors(dir, o, 12, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v[5][0] != 5 {
+		t.Fatal("fresh stored vectors were not reused")
+	}
+	// Another dim makes them stale: rebuilt from the embeddings.
+	o.Dim = 3
+	v, _, err = LoadOrBuildVectors(dir, o, 12, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v[0]) != 3 {
+		t.Fatalf("stale vectors reused: dim %d", len(v[0]))
+	}
+	if _, _, err := LoadOrBuildVectors(dir, o, 13, nil); err == nil {
+		t.Fatal("embeddings missing an item: want error")
+	}
+}
