@@ -20,12 +20,13 @@
 #   It also writes the device test binary of package cuda beside OUTPUT
 #   (cuda-gpu.test). --nvrtc also fetches CUDA 11.8's NVRTC (16 MB) into
 #   <kit>/lib, so the kernels can be compiled here without a GPU:
-#   RELLA_NVRTC=<kit>/lib/libnvrtc.so.11.2 go test -tags rellagpu -run NVRTC ./cuda
+#   CGO_CFLAGS=-I.kit/include LD_LIBRARY_PATH=.kit/lib go test -tags rellagpu -run NVRTC ./cuda
 # Environment:
 #   RELLA_KIT            kit folder (default <repo>/.kit, git-ignored)
 #   RELLA_DEBIAN_MIRROR  Debian mirror (default http://deb.debian.org/debian)
 #   RELLA_CUDA_INCLUDE   use these CUDA headers instead of fetching (a folder
-#                        holding cuda.h, cublas_api.h, nvrtc.h)
+#                        holding cuda.h, cublas_v2.h, nvrtc.h, library_types.h)
+#   RELLA_KEEP_DEB       keep the downloaded nvidia-cuda-dev package (770 MB)
 # The path of the binary is printed on the last line of output.
 set -euo pipefail
 
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
 	case "$1" in
 	-o) out="$2"; shift 2 ;;
 	--nvrtc) with_nvrtc=1; shift ;;
-	-h|--help) sed -n '2,31p' "${BASH_SOURCE[0]}"; exit 0 ;;
+	-h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 0 ;;
 	*) echo "build-gpu.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -101,8 +102,14 @@ fetch_headers() {
 	local src="$tmp/usr/include"
 	[ -f "$src/cuda.h" ] || src="$(dirname "$(find "$tmp" -name cuda.h | head -n1)")"
 	have_headers "$src" || { log "headers missing from $deb"; exit 1; }
+	# Keep only the headers the binding reaches (13 files, about 2 MB).
 	rm -rf "$inc" && mkdir -p "$inc"
-	cp -a "$src"/. "$inc"/
+	local probe="$tmp/probe.c" h
+	printf '#include <cuda.h>\n#include <cublas_v2.h>\n#include <nvrtc.h>\n' >"$probe"
+	for h in $("${CC:-cc}" -M -I"$src" "$probe" | tr ' \\' '\n\n' | grep "^$src/" | sort -u); do
+		mkdir -p "$inc/$(dirname "${h#"$src"/}")"
+		cp "$h" "$inc/${h#"$src"/}"
+	done
 	rm -rf "$tmp"
 	# Keep the download only when asked: it is large.
 	[ -n "${RELLA_KEEP_DEB:-}" ] || rm -f "$apt"/debs/*.deb
