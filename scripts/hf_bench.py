@@ -31,6 +31,7 @@ import sys
 import time
 
 import torch
+import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
 SHAPES = {
@@ -49,8 +50,8 @@ def make_checkpoint(out, shape, seed):
     torch.manual_seed(seed)
     kw = SHAPES[shape]
     cfg = LlamaConfig(**kw, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
-                      tie_word_embeddings=False, attention_bias=False, mlp_bias=False)
-    cfg._attn_implementation = "sdpa"
+                      tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
+                      attn_implementation="sdpa")
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
         model = LlamaForCausalLM(cfg)
@@ -84,6 +85,15 @@ def batches(seqs, size):
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
+def forward_last(model, ids, mask, pos):
+    """The model's logits at the last position only (logits_to_keep=1; older
+    transformers call the argument num_logits_to_keep)."""
+    try:
+        return model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, use_cache=False).logits
+    except TypeError:
+        return model(input_ids=ids, attention_mask=mask, position_ids=pos, num_logits_to_keep=1, use_cache=False).logits
+
+
 @torch.inference_mode()
 def score(model, seqs, groups, rows):
     """Logits at rows of each sequence's last token; left padding, explicit positions."""
@@ -99,7 +109,7 @@ def score(model, seqs, groups, rows):
             mask[r, T - len(s):] = 1
         ids, mask = ids.cuda(non_blocking=True), mask.cuda(non_blocking=True)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, use_cache=False).logits
+        logits = forward_last(model, ids, mask, pos)
         sel = logits[:, -1, :].index_select(-1, rows_t).float()
         for r, i in enumerate(g):
             out[i] = sel[r]
@@ -121,7 +131,8 @@ def main():
     t0 = time.perf_counter()
     model = make_checkpoint(a.out, a.shape, a.seed)
     print(f"INFO hf: made {a.shape} checkpoint in {a.out} in {time.perf_counter() - t0:.1f}s "
-          f"(torch {torch.__version__}, {torch.cuda.get_device_name()})", flush=True)
+          f"(torch {torch.__version__}, transformers {transformers.__version__}, {torch.cuda.get_device_name()}, "
+          f"attention {model.config._attn_implementation})", flush=True)
     vocab = SHAPES[a.shape]["vocab_size"]
     seqs = draw_seqs(a.samples, a.min_len, a.max_len, vocab, a.seed)
     with open(os.path.join(a.out, "seqs.json"), "w") as f:
