@@ -125,6 +125,26 @@ func openNVRTC() error {
 	return libs.nvrtcErr
 }
 
+// CheckSymbols opens the library at path and reports whether it exports
+// every entry point the binding uses from it (lib is "cuda", "cublas" or
+// "nvrtc"), without loading it for use. It needs no GPU: the stub libraries
+// of a CUDA toolkit will do.
+func CheckSymbols(path, lib string) error {
+	which := map[string]C.int{"cuda": 0, "cublas": 1, "nvrtc": 2}
+	w, ok := which[lib]
+	if !ok {
+		return fmt.Errorf("cuda: unknown library %q", lib)
+	}
+	buf := (*C.char)(C.malloc(4096))
+	defer C.free(unsafe.Pointer(buf))
+	cs := C.CString(path)
+	defer C.free(unsafe.Pointer(cs))
+	if C.rella_check_symbols(cs, w, buf, 4096) != 0 {
+		return fmt.Errorf("cuda: %s: missing or unopenable:%s", path, C.GoString(buf))
+	}
+	return nil
+}
+
 // DriverVersion returns the CUDA version the driver supports, e.g. 13000 for 13.0.
 func DriverVersion() (int, error) {
 	if err := openCUDA(); err != nil {

@@ -5,7 +5,9 @@ package cuda
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +61,48 @@ func TestNVRTCCompile(t *testing.T) {
 			} else if !bytes.HasPrefix(img, []byte("\x7fELF")) {
 				t.Errorf("%v sm_%d: cubin is not an ELF image", c.e, c.sm)
 			}
+		}
+	}
+}
+
+// TestSymbols checks that the libraries export every entry point the
+// binding looks up: the CUDA 11.8 stubs of the kit (scripts/build-gpu.sh puts
+// libcuda.so and libcublas.so in <kit>/stubs) and the kit's NVRTC here, or
+// the libraries the loader finds on a GPU machine.
+func TestSymbols(t *testing.T) {
+	kit := os.Getenv("RELLA_KIT")
+	if kit == "" {
+		kit = filepath.Join(testenv.RepoRoot(t), ".kit")
+	}
+	checked := 0
+	for _, c := range []struct{ lib, path string }{
+		{"cuda", filepath.Join(kit, "stubs", "libcuda.so")},
+		{"cublas", filepath.Join(kit, "stubs", "libcublas.so")},
+		{"nvrtc", filepath.Join(kit, "lib", "libnvrtc.so.11.2")},
+		{"cuda", "libcuda.so.1"},
+		{"cublas", "libcublas.so.13"}, {"cublas", "libcublas.so.12"},
+		{"nvrtc", "libnvrtc.so.13"}, {"nvrtc", "libnvrtc.so.12"},
+	} {
+		if strings.HasPrefix(c.path, "/") && !fileExists(c.path) {
+			continue
+		}
+		err := CheckSymbols(c.path, c.lib)
+		if err != nil && strings.Contains(err.Error(), "cannot open shared object") {
+			continue // not on this machine
+		}
+		if err != nil {
+			t.Errorf("%s: %v", c.lib, err)
+		}
+		t.Logf("%s: every symbol found in %s", c.lib, c.path)
+		checked++
+	}
+	if checked == 0 {
+		skipOrFail(t, errors.New("no CUDA library or stub to check (run scripts/build-gpu.sh --nvrtc)"))
+	}
+	// The check can fail: libcuda exports no cuBLAS entry point.
+	if stub := filepath.Join(kit, "stubs", "libcuda.so"); fileExists(stub) {
+		if err := CheckSymbols(stub, "cublas"); err == nil || !strings.Contains(err.Error(), "cublasGemmEx") {
+			t.Errorf("cuBLAS symbols in libcuda: got %v, want an error naming cublasGemmEx", err)
 		}
 	}
 }
@@ -140,4 +184,9 @@ func TestLaunchArgumentsMatchKernels(t *testing.T) {
 	if err := o.d.launch(m.fn(kSwiGLU), dim3{}, dim3{}, 0, b, b, b, 0); err == nil {
 		t.Errorf("swiglu with an int for its long long n was accepted")
 	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -69,6 +69,27 @@ int rella_open_nvrtc(const char* path, char* err, int n) {
 	return 0;
 }
 
+#define CHECK(name) \
+	if (dlsym(h, #name) == NULL) { \
+		size_t l = strlen(err); \
+		snprintf(err + l, (size_t)n > l ? (size_t)n - l : 0, " %s", #name); \
+		missing++; \
+	}
+
+int rella_check_symbols(const char* path, int which, char* err, int n) {
+	void* h = open_lib(path, err, n);
+	int missing = 0;
+	if (h == NULL) return -1;
+	err[0] = 0;
+	switch (which) {
+	case 0: CU_FNS(CHECK) break;
+	case 1: BLAS_FNS(CHECK) break;
+	default: NVRTC_FNS(CHECK) break;
+	}
+	dlclose(h);
+	return missing ? -1 : 0;
+}
+
 CUresult r_cuInit(unsigned int flags) { return p_cuInit(flags); }
 CUresult r_cuDriverGetVersion(int* v) { return p_cuDriverGetVersion(v); }
 CUresult r_cuDeviceGetCount(int* n) { return p_cuDeviceGetCount(n); }

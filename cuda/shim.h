@@ -16,6 +16,10 @@
 int rella_open_cuda(const char* path, char* err, int n);
 int rella_open_cublas(const char* path, char* err, int n);
 int rella_open_nvrtc(const char* path, char* err, int n);
+// rella_check_symbols opens path and checks that it exports every entry
+// point the binding uses from library which (0 cuda, 1 cublas, 2 nvrtc),
+// without keeping anything; 0, or -1 with the missing names in err.
+int rella_check_symbols(const char* path, int which, char* err, int n);
 
 // Driver API.
 CUresult r_cuInit(unsigned int flags);

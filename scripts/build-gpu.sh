@@ -98,7 +98,12 @@ fetch_headers() {
 	# Only the top-level headers (no thrust/cub/crt trees except crt/, which
 	# cuda_fp16.h and host_defines.h reach).
 	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp" --wildcards \
-		'./usr/include/*.h' './usr/include/*.hpp' './usr/include/crt/*' 2>/dev/null || true
+		'./usr/include/*.h' './usr/include/*.hpp' './usr/include/crt/*' \
+		'./usr/lib/x86_64-linux-gnu/stubs/libcuda.so' './usr/lib/x86_64-linux-gnu/stubs/libcublas.so' 2>/dev/null || true
+	# The stubs are never linked: TestSymbols (go test -tags rellagpu ./cuda)
+	# checks that they export every entry point the binding looks up.
+	mkdir -p "$kit/stubs"
+	cp "$tmp"/usr/lib/x86_64-linux-gnu/stubs/*.so "$kit/stubs/" 2>/dev/null || log "no stub libraries in $deb"
 	local src="$tmp/usr/include"
 	[ -f "$src/cuda.h" ] || src="$(dirname "$(find "$tmp" -name cuda.h | head -n1)")"
 	have_headers "$src" || { log "headers missing from $deb"; exit 1; }

@@ -115,7 +115,7 @@ export RELLA_KERNEL_CACHE="$root/.devrun/kernel-cache"
 if [ -x "$testbin" ]; then
 	say "go tests (cuda, tag rellagpu)"
 	(cd "$root/cuda" && RELLA_REQUIRE_GPU=1 RELLA_SHARED="$shared" "$testbin" -test.v -test.count=1 \
-		-test.run 'NVRTC|LaunchArguments|OnDevice|EngineStories|ForwardRefStories|KernelSource|AttentionTiled' >"$logs/cuda-test.log" 2>&1)
+		-test.run 'Symbols|NVRTC|LaunchArguments|OnDevice|EngineStories|ForwardRefStories|KernelSource|AttentionTiled' >"$logs/cuda-test.log" 2>&1)
 	rc=$?
 	row "cuda device tests" "$([ $rc = 0 ] && echo PASS || echo "FAIL (rc $rc)") $(grep -c '^--- PASS' "$logs/cuda-test.log") passed, $(grep -c '^--- FAIL' "$logs/cuda-test.log") failed, $(grep -c '^--- SKIP' "$logs/cuda-test.log") skipped"
 else
