@@ -5,16 +5,20 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/rella-project/rella/data"
+	"github.com/rella-project/rella/pipeline"
 	"github.com/rella-project/rella/trainer"
 )
 
-func embedCommand() command {
+// datasetCommand makes a subcommand that loads the config, prepares the
+// dataset and runs stage on it.
+func datasetCommand(name, summary string, stage func(ctx context.Context, r *pipeline.Runner, ds *data.Dataset) error) command {
 	return command{
-		name:    "embed",
-		summary: "embed every item with the model (SUBR); writes OUTPUT_DIR/subr/item_embeddings.safetensors",
-		usage:   "rella embed -c CONFIG [key=value ...]",
+		name:    name,
+		summary: summary,
+		usage:   "rella " + name + " -c CONFIG [key=value ...]",
 		run: func(ctx context.Context, e *env, args []string) error {
-			fs := newFlags("embed")
+			fs := newFlags(name)
 			cfg := configFlag(fs)
 			r, err := loadRun(e, fs, cfg, args)
 			if err != nil {
@@ -24,31 +28,27 @@ func embedCommand() command {
 			if err != nil {
 				return err
 			}
-			_, err = r.Embed(ctx, ds)
-			return err
+			return stage(ctx, r, ds)
 		},
 	}
 }
 
+func prepareCommand() command {
+	return datasetCommand("prepare", "build the CTR samples of a dataset and write OUTPUT_DIR/data/stats.json",
+		func(context.Context, *pipeline.Runner, *data.Dataset) error { return nil })
+}
+
+func embedCommand() command {
+	return datasetCommand("embed", "embed every item with the model (SUBR); writes OUTPUT_DIR/subr/item_embeddings.safetensors",
+		func(ctx context.Context, r *pipeline.Runner, ds *data.Dataset) error {
+			_, err := r.Embed(ctx, ds)
+			return err
+		})
+}
+
 func retrieveCommand() command {
-	return command{
-		name:    "retrieve",
-		summary: "PCA the item embeddings and select every sample's SUBR top-K history",
-		usage:   "rella retrieve -c CONFIG [key=value ...]",
-		run: func(ctx context.Context, e *env, args []string) error {
-			fs := newFlags("retrieve")
-			cfg := configFlag(fs)
-			r, err := loadRun(e, fs, cfg, args)
-			if err != nil {
-				return err
-			}
-			ds, err := r.Prepare(ctx)
-			if err != nil {
-				return err
-			}
-			return r.Retrieve(ctx, ds)
-		},
-	}
+	return datasetCommand("retrieve", "PCA the item embeddings and select every sample's SUBR top-K history",
+		func(ctx context.Context, r *pipeline.Runner, ds *data.Dataset) error { return r.Retrieve(ctx, ds) })
 }
 
 func trainCommand() command {
