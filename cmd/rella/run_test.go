@@ -88,6 +88,16 @@ retrieval: {enabled: true, dim: 4, train_type: mixed, train_samples: 12, batch_s
 		}
 	}
 
+	// SUBR prompts: one per test sample, and not all equal to the recency ones.
+	_, recent, _ := rella(t, "prompts", "-c", cfg, "--split", "test")
+	code, subr, stderr := rella(t, "prompts", "-c", cfg, "--split", "test", "--retrieval")
+	if code != 0 {
+		t.Fatalf("prompts --retrieval: exit %d\n%s", code, stderr)
+	}
+	if strings.Count(subr, "\n") != stats["test"] || subr == recent {
+		t.Errorf("prompts --retrieval: %d lines (want %d), identical to recency: %v", strings.Count(subr, "\n"), stats["test"], subr == recent)
+	}
+
 	// Rerunning with --resume redoes nothing and reports the same numbers.
 	code, stdout2, stderr := rella(t, "run", cfg, "--resume")
 	if code != 0 {
