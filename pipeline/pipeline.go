@@ -23,6 +23,9 @@ type Runner struct {
 	// selections) instead of OUTPUT_DIR/subr, so runs that differ only in K
 	// or N share one set of item embeddings.
 	SUBRDir string
+	// Force lets training resume from a checkpoint whose run-defining
+	// settings differ from the current config (the checkpoint's win).
+	Force bool
 }
 
 // subrPath returns a path inside the folder of the SUBR artefacts.

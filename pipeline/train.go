@@ -157,6 +157,7 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) (metr
 			"train_samples": strconv.Itoa(c.Retrieval.TrainSamples),
 			"sample_seed":   strconv.FormatInt(c.Data.SampleSeed, 10),
 		},
+		Force:    r.Force,
 		Evaluate: eval, Log: r.Log, // the trainer shows its bar when stderr is a terminal
 	})
 	if err != nil {

@@ -73,4 +73,14 @@ retrieval: {train_samples: 40}
 			t.Errorf("%s differs between the uninterrupted and the interrupted+resumed run", f)
 		}
 	}
+
+	// Resuming with a setting that changes the run is refused, naming it,
+	// unless forced.
+	code, _, stderr := rella(t, "train", "-c", cut, "--resume", "training.learning_rate=0.5")
+	if code == 0 || !strings.Contains(stderr, "learning_rate") {
+		t.Errorf("resume with another learning rate: exit %d, stderr %q; want a refusal naming learning_rate", code, stderr)
+	}
+	if code, _, stderr := rella(t, "train", "-c", cut, "--resume", "--force", "training.learning_rate=0.5"); code != 0 {
+		t.Errorf("forced resume: exit %d: %s", code, stderr)
+	}
 }

@@ -55,15 +55,17 @@ func trainCommand() command {
 	return command{
 		name:    "train",
 		summary: "fine-tune LoRA adapters (ReiT), evaluate, and write the best adapter",
-		usage:   "rella train -c CONFIG [--resume] [key=value ...]",
+		usage:   "rella train -c CONFIG [--resume [--force]] [key=value ...]",
 		run: func(ctx context.Context, e *env, args []string) error {
 			fs := newFlags("train")
 			cfg := configFlag(fs)
+			force := fs.Bool("force", false, "with --resume: accept a checkpoint whose run-defining settings differ from the config")
 			resume := fs.Bool("resume", false, "continue from the newest complete checkpoint")
 			r, err := loadRun(e, fs, cfg, args)
 			if err != nil {
 				return err
 			}
+			r.Force = *force
 			ds, err := r.Prepare(ctx)
 			if err != nil {
 				return err
