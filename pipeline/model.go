@@ -41,8 +41,12 @@ func (r *Runner) generateModel() error {
 	return nil
 }
 
-// loadTokenizer opens model.tokenizer, or the model folder's tokenizer files.
+// loadTokenizer opens model.tokenizer, or the model folder's tokenizer
+// files (generating the model first when configured).
 func (r *Runner) loadTokenizer() (*tokenizer.Tokenizer, error) {
+	if err := r.generateModel(); err != nil {
+		return nil, err
+	}
 	p := r.Cfg.Model.Tokenizer
 	if p == "" {
 		p = r.Cfg.Model.Path

@@ -78,6 +78,20 @@ func (r *Runner) Score(ctx context.Context, ds *data.Dataset, split string) (map
 	if len(samples) == 0 {
 		return nil, fmt.Errorf("score: the %s split has no samples", split)
 	}
+	// Selectors first: SUBR may need to embed the items, with an engine of
+	// its own that is closed again before the scoring engine opens.
+	type variant struct {
+		name string
+		sel  prompt.Selector
+	}
+	variants := []variant{{"score", prompt.Recent{}}}
+	if r.Cfg.Retrieval.Enabled {
+		subr, err := r.SUBRSelector(ctx, ds)
+		if err != nil {
+			return nil, err
+		}
+		variants = append(variants, variant{"score-subr", subr})
+	}
 	m, err := r.openModel()
 	if err != nil {
 		return nil, err
@@ -107,23 +121,9 @@ func (r *Runner) Score(ctx context.Context, ds *data.Dataset, split string) (map
 	defer eng.Close()
 	sc := &Scorer{Engine: eng, Yes: yes, No: no, BatchSize: r.Cfg.Model.BatchSize, Progress: r.Progress}
 
-	variants := []struct {
-		name string
-		sel  func() (prompt.Selector, error)
-	}{{"score", func() (prompt.Selector, error) { return prompt.Recent{}, nil }}}
-	if r.Cfg.Retrieval.Enabled {
-		variants = append(variants, struct {
-			name string
-			sel  func() (prompt.Selector, error)
-		}{"score-subr", func() (prompt.Selector, error) { return r.SUBRSelector(ctx, ds) }})
-	}
 	out := map[string]metrics.Result{}
 	for _, v := range variants {
-		sel, err := v.sel()
-		if err != nil {
-			return nil, err
-		}
-		seqs, err := r.encodePrompts(ds, samples, sel, tok)
+		seqs, err := r.encodePrompts(ds, samples, v.sel, tok)
 		if err != nil {
 			return nil, err
 		}

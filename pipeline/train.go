@@ -51,11 +51,6 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) (metr
 	if c.Model.Device != "cpu" {
 		return metrics.Result{}, fmt.Errorf("model.device: training runs on the cpu engine only for now, got %q", c.Model.Device)
 	}
-	m, err := r.openModel()
-	if err != nil {
-		return metrics.Result{}, err
-	}
-	defer m.Close()
 	tok, err := r.loadTokenizer()
 	if err != nil {
 		return metrics.Result{}, err
@@ -111,6 +106,11 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) (metr
 		return metrics.Result{}, err
 	}
 
+	m, err := r.openModel()
+	if err != nil {
+		return metrics.Result{}, err
+	}
+	defer m.Close()
 	params, err := newAdapter(c.LoRA, m.Config, c.Seed)
 	if err != nil {
 		return metrics.Result{}, err
