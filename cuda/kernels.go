@@ -7,11 +7,19 @@ import (
 	"strings"
 )
 
-// kernelSource is the CUDA C++ source of every kernel; NVRTC compiles it at
-// run time with one of the Elem macros.
+// llamaSource and trainSource are the kernels of the inference path and of
+// LoRA training (kernels/train.cu uses llama.cu's types and helpers).
 //
 //go:embed kernels/llama.cu
-var kernelSource string
+var llamaSource string
+
+//go:embed kernels/train.cu
+var trainSource string
+
+// kernelSource is the CUDA C++ source of every kernel, llama.cu then
+// train.cu as one program (the #line keeps NVRTC's messages pointing at
+// train.cu); NVRTC compiles it at run time with one of the Elem macros.
+var kernelSource = llamaSource + "\n#line 1 \"train.cu\"\n" + trainSource
 
 // KernelSource returns the embedded CUDA source of the kernels.
 func KernelSource() string { return kernelSource }
@@ -30,7 +38,8 @@ const (
 )
 
 // KernelNames lists every kernel the Go side launches.
-var KernelNames = []string{kEmbedGather, kRMSNorm, kRoPE, kAttention, kSwiGLU, kResidualAdd, kGatherLast, kLMHeadRows, kMeanPool}
+var KernelNames = append([]string{kEmbedGather, kRMSNorm, kRoPE, kAttention, kSwiGLU, kResidualAdd, kGatherLast, kLMHeadRows, kMeanPool},
+	trainKernelNames...)
 
 // Limits the kernels are written for (they match macros in llama.cu).
 const (
