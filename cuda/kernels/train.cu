@@ -363,7 +363,8 @@ extern "C" __global__ void swiglu_bwd(elem* dg, elem* du, const elem* g, const e
 // The masks reproduce cpu.DropoutMasks exactly: module i draws from Go's
 // math/rand/v2 PCG seeded (seed, i+1), one draw per element of the packed
 // [rows, in] input, in order; an element is kept when Float64() >= p, that
-// is when (Uint64() >> 11) >= ceil(p * 2^53). PCG is a 128-bit LCG
+// is when the low 53 bits of Uint64() are >= ceil(p * 2^53) (Go's Float64
+// is float64(u<<11>>11) / 2^53). PCG is a 128-bit LCG
 // (state = state * MUL + INC) with a DXSM output; a thread jumps to its
 // first draw in O(log n) (Brown's LCG jump-ahead) and then steps.
 
@@ -426,7 +427,7 @@ __device__ __forceinline__ unsigned long long pcg_output(u128 s) {
 
 // dropout_mask writes keep[e] = 1 or 0 for e < n: draw number first+e of
 // PCG(seed, stream) (Go's rand.NewPCG(seed, stream), draws counted from 0)
-// is kept when its top 53 bits are >= thr = ceil(p * 2^53). Each thread
+// is kept when its low 53 bits are >= thr = ceil(p * 2^53). Each thread
 // makes DROP_RUN consecutive draws.
 extern "C" __global__ void dropout_mask(unsigned char* keep, long long seed, long long stream, long long first, long long n,
 	long long thr) {
@@ -438,7 +439,7 @@ extern "C" __global__ void dropout_mask(unsigned char* keep, long long seed, lon
 	u128 mul = pcg_mul(), inc = pcg_inc();
 	for (long long e = e0; e < e1; e++) {
 		s = add128(mul128(s, mul), inc);  // Go's PCG steps, then outputs
-		keep[e] = (pcg_output(s) >> 11) >= (unsigned long long)thr ? 1 : 0;
+		keep[e] = (pcg_output(s) & 0x1fffffffffffffull) >= (unsigned long long)thr ? 1 : 0;
 	}
 }
 
