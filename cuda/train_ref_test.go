@@ -272,7 +272,7 @@ func TestCrossEntropyChunked(t *testing.T) {
 		for v0 := 0; v0 < V; v0 += vc {
 			n := min(vc, V-v0)
 			dz := CEChunkRef(chunk(v0, n), lse, labels, v0, scale) // ce_grad
-			for row := 0; row < R; row++ {                          // dh += dz w[v0:v0+n], a GEMM
+			for row := 0; row < R; row++ {                         // dh += dz w[v0:v0+n], a GEMM
 				for o := 0; o < n; o++ {
 					for c := 0; c < d; c++ {
 						dh[row*d+c] += float64(dz[row*n+o]) * float64(w[(v0+o)*d+c])
