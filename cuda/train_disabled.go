@@ -1,0 +1,29 @@
+//go:build !rellagpu
+
+package cuda
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/rella-project/rella/engine"
+	"github.com/rella-project/rella/model"
+)
+
+var _ engine.Trainer = (*Trainer)(nil)
+
+// Trainer is the GPU engine with LoRA adapters; in this build it cannot be made.
+type Trainer struct{ Engine }
+
+// NewTrainer returns ErrNoGPUSupport in this build.
+func NewTrainer(m *model.Model, opts TrainOptions, log *slog.Logger) (*Trainer, error) {
+	return nil, ErrNoGPUSupport
+}
+
+// Params returns nil in this build.
+func (*Trainer) Params() []*engine.Param { return nil }
+
+// LossGrad returns ErrNoGPUSupport in this build.
+func (*Trainer) LossGrad(ctx context.Context, batch []engine.Example, dropoutSeed uint64) (float64, int, error) {
+	return 0, 0, ErrNoGPUSupport
+}
