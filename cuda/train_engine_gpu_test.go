@@ -5,22 +5,27 @@ package cuda
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
 
-	"github.com/rella-project/rella/engine"
 	"github.com/rella-project/rella/internal/testenv"
 	"github.com/rella-project/rella/model"
 )
 
-// TestTrainerStoriesOnDevice runs one LossGrad of the GPU Trainer on
-// stories260K (LoRA on every projection of layers 0, 2 and 4, dropout 0.1,
-// packed examples, one without labels, a pass split by MaxTokens) in f32
-// and in the device's half type, against LossGradRef with the same masks
-// (LossGradRef agrees with the Gorgonia CPU engine in float64: see
-// cpucheck): loss sum and every LoRA gradient within 1e-4 (f32) or 2e-2
-// (half) relative.
+// TestTrainerStoriesOnDevice runs LossGrad of the GPU Trainer on
+// stories260K with the cases of TestStepperMatchesLossGradRef (LoRA on
+// every projection of layers 0, 2 and 4, dropout 0.1, five packed
+// examples, one unlabelled, passes of at most 100 tokens, vocabulary
+// chunks of 200) against LossGradRef (tied to Gorgonia float64 in
+// cpucheck). f32: loss to 1e-5 nats per token, every LoRA gradient tensor
+// to 1e-4 relative. The device's half type, on natural text: loss to 0.02
+// nats per token, all gradients together to 0.1 relative with cosine
+// ≥ 0.99 (the host emulation of the same bf16 roundings reaches 2.5e-2 and
+// 0.9997; see TestStepperMatchesLossGradRef for why a per-tensor 2e-2 cannot
+// hold on this model). It also checks Trainer.LastLogits with the adapters
+// against the host backend's forward pass in f32.
 func TestTrainerStoriesOnDevice(t *testing.T) {
 	if _, err := DeviceCount(); err != nil {
 		skipOrFail(t, err)
@@ -31,100 +36,77 @@ func TestTrainerStoriesOnDevice(t *testing.T) {
 	}
 	defer m.Close()
 	cfg := m.Config
-	seed := uint64(time.Now().UnixNano())
-	r := rand.New(rand.NewPCG(seed, 1))
-	t.Logf("seed %d", seed)
-	const scale, p, rank = 2.0, 0.1, 4
-	var params []*engine.Param
-	for _, l := range []int{0, 2, 4} {
-		for _, mod := range []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} {
-			in, out, _ := moduleDims(cfg, mod)
-			group := moduleGroup[mod]
-			mk := func(ab string, rows, cols int) *engine.Param {
-				v := make([]float32, rows*cols)
-				for i := range v {
-					v[i] = float32(r.NormFloat64() * 0.2)
-				}
-				return &engine.Param{Name: fmt.Sprintf("base_model.model.model.layers.%d.%s.%s.lora_%s.weight", l, group, mod, ab),
-					Shape: []int{rows, cols}, Value: v, Grad: make([]float32, len(v))}
-			}
-			params = append(params, mk("A", rank, in), mk("B", out, rank))
+	const scale, p = 2.0, 0.1
+	for _, c := range []struct {
+		prec    string
+		natural bool
+	}{{"f32", false}, {"f32", true}, {"", true}} {
+		r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+		bStd := 0.1
+		if c.natural {
+			bStd = 0.02
 		}
-	}
-	batch := make([]engine.Example, 5)
-	for i := range batch {
-		n := 5 + r.IntN(60)
-		ex := engine.Example{Tokens: make([]int, n), Labels: make([]int, n)}
-		for j := range ex.Tokens {
-			ex.Tokens[j] = r.IntN(cfg.VocabSize)
-			ex.Labels[j] = engine.IgnoreIndex
-			if i != 2 && j >= n/2 {
-				ex.Labels[j] = r.IntN(cfg.VocabSize)
-			}
-		}
-		batch[i] = ex
-	}
-	dropSeed := r.Uint64()
-	for _, prec := range []string{"f32", ""} {
-		for _, pr := range params {
-			clear(pr.Grad)
-		}
-		tr, err := NewTrainer(m, TrainOptions{Options: Options{Precision: prec, MaxTokens: 100}, Scale: scale, Dropout: p,
+		params, batch := stepCase(cfg, r, c.natural, bStd)
+		seed := r.Uint64()
+		tr, err := NewTrainer(m, TrainOptions{Options: Options{Precision: c.prec, MaxTokens: 100}, Scale: scale, Dropout: p,
 			Params: params, VocabChunk: 200}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		e := tr.Elem()
-		lossSum, nTok, err := tr.LossGrad(context.Background(), batch, dropSeed)
-		tr.Close()
+		lossSum, nTok, err := tr.LossGrad(context.Background(), batch, seed)
 		if err != nil {
+			tr.Close()
 			t.Fatalf("%v: %v", e, err)
 		}
-		specs, err := parseLoRA(cfg, params)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var mods []LoRAModuleRef
-		for i, s := range specs {
-			total := 0
-			for _, ex := range batch {
-				total += len(ex.Tokens)
+		var logits [][]float32
+		if e == F32 {
+			seqs := make([][]int, len(batch))
+			for i, ex := range batch {
+				seqs[i] = ex.Tokens
 			}
-			var mask []float32
-			for _, k := range DropoutKeepRef(dropSeed, uint64(i)+1, 0, int64(total*s.in), p) {
-				mask = append(mask, float32(k)*keepScale(p))
+			if logits, err = tr.LastLogits(context.Background(), seqs, nil); err != nil {
+				tr.Close()
+				t.Fatal(err)
 			}
-			mods = append(mods, LoRAModuleRef{Layer: s.layer, Module: s.module, Rank: s.rank, A: e.Round(s.a.Value), B: e.Round(s.b.Value), Mask: mask})
-		}
-		ref, err := LossGradRef(cfg, m.Tensor, e, scale, mods, batch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tol := 1e-4
-		if e != F32 {
-			tol = 2e-2
-		}
-		if nTok != ref.Tokens || !(abs(lossSum-ref.LossSum) <= tol*ref.LossSum) {
-			t.Errorf("%v: loss %v over %d tokens, reference %v over %d", e, lossSum, nTok, ref.LossSum, ref.Tokens)
-		}
-		worst := 0.0
-		for i, s := range specs {
-			for j, pr := range []*engine.Param{s.a, s.b} {
-				want := [][]float32{ref.DA[i], ref.DB[i]}[j]
-				rel := RelErr(pr.Grad, want)
-				worst = max(worst, rel)
-				if !(rel <= tol) {
-					t.Errorf("%v: layers.%d.%s %c: relative error %.3g above %g", e, s.layer, s.module, "AB"[j], rel, tol)
+			hs := hostStepper(t, m, F32, params, scale, p, 1000, 512)
+			if err := hs.uploadAdapters(false); err != nil {
+				t.Fatal(err)
+			}
+			D, V := cfg.HiddenSize, cfg.VocabSize
+			want, _, err := hs.forward(seqs, func(x, cu *hostBuf, n, nb int) ([]float32, int, error) {
+				last := GatherLastRef(x.f[:n*D], cu.i[:nb+1], D)
+				all := make([]int, V)
+				for i := range all {
+					all[i] = i
+				}
+				return LMHeadRowsRef(RMSNormRef(last, hs.norm.f, nb, D, cfg.RMSNormEps), hs.head.f, all, D), V, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range seqs {
+				if rel := RelErr(logits[i], want[i*V:(i+1)*V]); !(rel <= 1e-4) {
+					t.Errorf("f32: LastLogits with adapters, sequence %d: relative error %.3g against the host forward", i, rel)
 				}
 			}
 		}
-		t.Logf("%v: loss %.5f over %d tokens (reference %.5f); largest LoRA gradient relative error %.2e", e, lossSum, nTok, ref.LossSum, worst)
+		tr.Close()
+		specs, ref := stepRef(t, m, F32, params, batch, scale, p, seed)
+		worst, global, cosine := gradStats(specs, ref)
+		name := fmt.Sprintf("%v natural=%v", e, c.natural)
+		t.Logf("%s: loss %.5f (reference %.5f) over %d tokens; LoRA gradients: worst tensor %.2e, all %.2e, cosine %.7f",
+			name, lossSum, ref.LossSum, nTok, worst, global, cosine)
+		lossTol, worstTol, globalTol, cosTol := 1e-5, 1e-4, 1e-4, 1-1e-8
+		if e != F32 {
+			lossTol, worstTol, globalTol, cosTol = 0.02, math.Inf(1), 0.1, 0.99
+		}
+		if nTok != ref.Tokens || !(math.Abs(lossSum-ref.LossSum) <= lossTol*float64(nTok)) {
+			t.Errorf("%s: loss %v over %d tokens, reference %v over %d", name, lossSum, nTok, ref.LossSum, ref.Tokens)
+		}
+		if !(worst <= worstTol && global <= globalTol && cosine >= cosTol) {
+			t.Errorf("%s: gradients: worst tensor %.3g (bound %g), all %.3g (bound %g), cosine %.7f (bound %g)",
+				name, worst, worstTol, global, globalTol, cosine, cosTol)
+		}
 	}
-}
-
-func abs(x float64) float64 {
-	if x < 0 {
-		return -x
-	}
-	return x
 }

@@ -12,10 +12,10 @@ import (
 	"math"
 )
 
-// Launchers of the training kernels in kernels/train.cu, and the GEMM
-// compositions of the LoRA and cross-entropy passes. Like ops.go, each
+// Launchers of the training kernels in kernels/train.cu. Like ops.go, each
 // queues work on the device's stream (inside Do); train_ref.go says what
-// each computes.
+// each computes. The LoRA and cross-entropy compositions are in
+// train_step.go (loraFwdOn, loraBwdOn, crossEntropyOn), over deviceBackend.
 
 // view returns the part of b that starts off bytes in and holds n bytes.
 func (b Buffer) view(off, n int64) (Buffer, error) {
@@ -173,85 +173,4 @@ func gemmRM(b *BLAS, transA, transB bool, m, n, k int, alpha float32, a, bm Mat,
 		bm.LD = k
 	}
 	return b.GemmEx(transB, transA, n, m, k, alpha, bm, a, beta, c)
-}
-
-// loraFwd adds an adapter's output to y (elem [n, out]): u = xd Aᵀ (elem
-// [n, r], kept for the backward pass), y += scale · u Bᵀ. xd is the module
-// input after dropout (elem [n, in]); a and b are the elem copies of A [r, in]
-// and B [out, r] (castElem of the float32 master weights).
-func loraFwd(bl *BLAS, e Elem, y, u, xd, a, b Buffer, n, in, r, out int, scale float32) error {
-	if err := gemmRM(bl, false, true, n, r, in, 1, Mat{Buf: xd, Type: e}, Mat{Buf: a, Type: e}, 0, Mat{Buf: u, Type: e}); err != nil {
-		return err
-	}
-	return gemmRM(bl, false, true, n, out, r, scale, Mat{Buf: u, Type: e}, Mat{Buf: b, Type: e}, 1, Mat{Buf: y, Type: e})
-}
-
-// loraBwd accumulates an adapter's gradients from dy (elem [n, out]):
-// dB += scale · dyᵀ u, du = scale · dy B (elem scratch [n, r]),
-// dA += duᵀ xd, and the input's gradient dx (float [n, in]) += keep ∘ du A ·
-// 1/(1−p), through dxd (float scratch [n, in]) when there is dropout
-// (keep and dxd unused when p is 0). dA and dB are float32 [r, in], [out, r].
-func (o ops) loraBwd(bl *BLAS, da, db, dx, du, dxd, dy, xd, u, a, b, keep Buffer, n, in, r, out int, scale float32, p float64) error {
-	e := o.m.Elem
-	if err := gemmRM(bl, true, false, out, r, n, scale, Mat{Buf: dy, Type: e}, Mat{Buf: u, Type: e}, 1, Mat{Buf: db, Type: F32}); err != nil {
-		return err
-	}
-	if err := gemmRM(bl, false, false, n, r, out, scale, Mat{Buf: dy, Type: e}, Mat{Buf: b, Type: e}, 0, Mat{Buf: du, Type: e}); err != nil {
-		return err
-	}
-	if err := gemmRM(bl, true, false, r, in, n, 1, Mat{Buf: du, Type: e}, Mat{Buf: xd, Type: e}, 1, Mat{Buf: da, Type: F32}); err != nil {
-		return err
-	}
-	if p == 0 {
-		return gemmRM(bl, false, false, n, in, r, 1, Mat{Buf: du, Type: e}, Mat{Buf: a, Type: e}, 1, Mat{Buf: dx, Type: F32})
-	}
-	if err := gemmRM(bl, false, false, n, in, r, 1, Mat{Buf: du, Type: e}, Mat{Buf: a, Type: e}, 0, Mat{Buf: dxd, Type: F32}); err != nil {
-		return err
-	}
-	return o.maskMulAdd(dx, dxd, keep, int64(n)*int64(in), p)
-}
-
-// crossEntropy computes the loss of the R labelled rows h (elem [R, d])
-// against the LM head w (elem [V, d]) over vocabulary chunks of vc rows,
-// and adds the gradient of scale · Σ loss with respect to h into dh (float
-// [R, d]). Scratch: z (float [R, vc]), dz (elem [R, vc]), m, s, zlab, lse,
-// loss (float [R]). The per-row losses are left in loss.
-func (o ops) crossEntropy(bl *BLAS, loss, dh, h, w, labels, z, dz, m, s, zlab, lse Buffer, R, V, d, vc int, scale float32) error {
-	e := o.m.Elem
-	logits := func(v0, nc int) error {
-		wc, err := w.view(int64(v0)*int64(d)*int64(e.Size()), int64(nc)*int64(d)*int64(e.Size()))
-		if err != nil {
-			return err
-		}
-		return gemmRM(bl, false, true, R, nc, d, 1, Mat{Buf: h, Type: e}, Mat{Buf: wc, Type: e}, 0, Mat{Buf: z, Type: F32})
-	}
-	for v0 := 0; v0 < V; v0 += vc {
-		nc := min(vc, V-v0)
-		if err := logits(v0, nc); err != nil {
-			return err
-		}
-		if err := o.ceStats(m, s, zlab, z, labels, R, nc, v0); err != nil {
-			return err
-		}
-	}
-	if err := o.ceFinish(lse, loss, m, s, zlab, R); err != nil {
-		return err
-	}
-	for v0 := 0; v0 < V; v0 += vc {
-		nc := min(vc, V-v0)
-		if err := logits(v0, nc); err != nil {
-			return err
-		}
-		if err := o.ceGrad(dz, z, lse, labels, R, nc, v0, scale); err != nil {
-			return err
-		}
-		wc, err := w.view(int64(v0)*int64(d)*int64(e.Size()), int64(nc)*int64(d)*int64(e.Size()))
-		if err != nil {
-			return err
-		}
-		if err := gemmRM(bl, false, false, R, d, nc, 1, Mat{Buf: dz, Type: e}, Mat{Buf: wc, Type: e}, 1, Mat{Buf: dh, Type: F32}); err != nil {
-			return err
-		}
-	}
-	return nil
 }

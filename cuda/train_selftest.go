@@ -47,6 +47,11 @@ func CheckTrainKernels(ctx context.Context, d *Device, seed uint64) ([]CheckResu
 	return results, err
 }
 
+// backend is the training step's device backend over the checker's kernels.
+func (c *checker) backend() deviceBackend {
+	return deviceBackend{d: c.d, o: c.o, blas: c.blas, e: c.e}
+}
+
 // raw uploads bytes into a new buffer.
 func (c *checker) raw(b []byte) Buffer {
 	if c.fatal != nil {
@@ -388,7 +393,7 @@ func (c *checker) attentionTrain(lens []int, H, KV, hd int) {
 	}
 }
 
-// lora checks loraFwd and loraBwd (GEMMs, cast_elem of the float32
+// lora checks loraFwdOn and loraBwdOn on the device (GEMMs, cast_elem of the float32
 // weights, dropout_mask, dropout_apply, mask_mul_add) against LoRAFwdRef and
 // LoRABwdRef.
 func (c *checker) lora(n, in, r, out int, p float64) {
@@ -439,10 +444,11 @@ func (c *checker) lora(n, in, r, out int, p float64) {
 			if p == 0 {
 				in2 = x
 			}
-			if err := loraFwd(c.blas, e, y, u, in2, ae, be, n, in, r, out, scale); err != nil {
+			bk := c.backend()
+			if err := loraFwdOn[Buffer](bk, y, u, in2, ae, be, n, in, r, out, scale); err != nil {
 				return err
 			}
-			return c.o.loraBwd(c.blas, da, db, dx, du, dxd, dy, in2, u, ae, be, keep, n, in, r, out, scale, p)
+			return loraBwdOn[Buffer](bk, da, db, dx, du, dxd, dy, in2, u, ae, be, keep, n, in, r, out, scale, p)
 		},
 		func() (float64, error) {
 			var errs []error
@@ -491,7 +497,7 @@ func (c *checker) crossEntropy(R, V, d, vc int) {
 	}
 	c.check(fmt.Sprintf("cross-entropy R=%d V=%d d=%d chunk=%d (GEMMs, ce_stats, ce_finish, ce_grad)", R, V, d, vc),
 		func() error {
-			return c.o.crossEntropy(c.blas, loss, dh, h, w, lb, z, dz, m, s, zlab, lse, R, V, d, vc, 1)
+			return crossEntropyOn[Buffer](c.backend(), loss, dh, h, w, lb, z, dz, m, s, zlab, lse, R, V, d, vc, 1)
 		},
 		func() (float64, error) {
 			r1, e1 := c.near("loss", c.download(loss, R, F32), want32, e)
