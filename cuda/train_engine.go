@@ -70,7 +70,7 @@ func NewTrainer(m *model.Model, opts TrainOptions, log *slog.Logger) (*Trainer, 
 		}
 		// A pass holds at most maxTokens tokens (a longer example runs alone
 		// and may need more), all of them labelled in the worst case.
-		need := TrainWorkspaceBytes(en.cfg, en.maxTokens, en.maxTokens, min(opts.VocabChunk, en.cfg.VocabSize), en.elem, specs)
+		need := trainWorkspace(en.cfg, en.maxTokens, en.maxTokens, min(opts.VocabChunk, en.cfg.VocabSize), en.elem, specs)
 		if need > free {
 			return fmt.Errorf("cuda: training does not fit on device %d (%s): a pass of %d tokens needs %.2f GiB beyond the weights, %.2f GiB free of %.2f GiB; lower MaxTokens",
 				en.dev.Index, en.dev.Name, en.maxTokens, gib(need), gib(free), gib(total))

@@ -108,17 +108,26 @@ func parseLoRA(cfg model.Config, params []*engine.Param) ([]loraSpec, error) {
 }
 
 // TrainWorkspaceBytes estimates the device memory of one LossGrad pass of
-// tokens tokens with R labelled rows, beyond the weights: each layer's
-// float input kept for the recomputation, one layer's recomputed
-// activations and gradients, the LoRA buffers (dropout flags, inputs, u)
-// of one layer, and the cross-entropy chunk.
-func TrainWorkspaceBytes(cfg model.Config, tokens, R, vocabChunk int, e Elem, specs []loraSpec) int64 {
+// tokens tokens with labelled labelled rows, beyond the weights, for the
+// LoRA parameters params (PEFT names): each layer's float input kept for
+// the recomputation, one layer's recomputed activations and gradients, the
+// adapters' buffers, and one vocabulary chunk of the cross-entropy.
+func TrainWorkspaceBytes(cfg model.Config, tokens, labelled, vocabChunk int, e Elem, params []*engine.Param) (int64, error) {
+	specs, err := parseLoRA(cfg, params)
+	if err != nil {
+		return 0, err
+	}
+	return trainWorkspace(cfg, tokens, labelled, vocabChunk, e, specs), nil
+}
+
+// trainWorkspace is TrainWorkspaceBytes for parsed adapters.
+func trainWorkspace(cfg model.Config, tokens, R, vocabChunk int, e Elem, specs []loraSpec) int64 {
 	n, es := int64(tokens), int64(e.Size())
 	d, q, kv, ff := int64(cfg.HiddenSize), int64(cfg.QDim()), int64(cfg.KVDim()), int64(cfg.IntermediateSize)
 	L, H := int64(cfg.NumHiddenLayers), int64(cfg.NumAttentionHeads)
 	inputs := (L + 1) * n * d * 4
-	layer := n*(d+q+2*kv+q+d+3*ff)*es + n*H*4 + n*d*4 // n1, q, k, v, att, y, n2, g, u, act; lse; xmid
-	grads := n*d*4 + n*d*es + n*ff*4 + n*ff*es + n*q*4 + n*q*es + 2*n*H*4 + n*(q+2*kv)*es + n*d*4
+	layer := n*(d+q+2*kv+q+d+d+3*ff)*es + n*H*4 + n*d*4 // n1, q, k, v, att, n2, y, g, u, act; lse; xmid
+	grads := n*d*es + n*ff*4 + n*d*4 + n*q*4 + n*q*es + n*H*4 + n*(q+2*kv)*es // dyE, dact, dn, datt, dattE, dd, dq, dk, dv
 	perLayer := map[int]int64{}
 	var adapters int64
 	for _, s := range specs {

@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -52,15 +53,22 @@ func TestParseLoRA(t *testing.T) {
 func TestTrainWorkspaceBytes(t *testing.T) {
 	cfg := model.Config{HiddenSize: 4096, IntermediateSize: 11008, NumHiddenLayers: 32, NumAttentionHeads: 32, NumKeyValueHeads: 32,
 		HeadDim: 128, VocabSize: 32000}
-	var specs []loraSpec
+	var params []*engine.Param
 	for l := 0; l < 32; l++ {
 		for _, m := range []string{"q_proj", "v_proj"} {
 			in, out, _ := moduleDims(cfg, m)
-			specs = append(specs, loraSpec{layer: l, module: m, in: in, out: out, rank: 8})
+			pre := fmt.Sprintf("base_model.model.model.layers.%d.self_attn.%s.lora_", l, m)
+			params = append(params, testParam(pre+"A.weight", 8, in), testParam(pre+"B.weight", out, 8))
 		}
 	}
-	a := TrainWorkspaceBytes(cfg, 2048, 200, 8192, BF16, specs)
-	b := TrainWorkspaceBytes(cfg, 4096, 200, 8192, BF16, specs)
+	a, err := TrainWorkspaceBytes(cfg, 2048, 200, 8192, BF16, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := TrainWorkspaceBytes(cfg, 4096, 200, 8192, BF16, params)
+	if _, err := TrainWorkspaceBytes(cfg, 2048, 200, 8192, BF16, params[:1]); err == nil {
+		t.Errorf("an adapter without its B was accepted")
+	}
 	if !(b > a) || a < 33*2048*4096*4 {
 		t.Errorf("workspace %d bytes for 2048 tokens, %d for 4096", a, b)
 	}
