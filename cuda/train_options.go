@@ -126,7 +126,7 @@ func trainWorkspace(cfg model.Config, tokens, R, vocabChunk int, e Elem, specs [
 	d, q, kv, ff := int64(cfg.HiddenSize), int64(cfg.QDim()), int64(cfg.KVDim()), int64(cfg.IntermediateSize)
 	L, H := int64(cfg.NumHiddenLayers), int64(cfg.NumAttentionHeads)
 	inputs := (L + 1) * n * d * 4
-	layer := n*(d+q+2*kv+q+d+d+3*ff)*es + n*H*4 + n*d*4 // n1, q, k, v, att, n2, y, g, u, act; lse; xmid
+	layer := n*(d+q+2*kv+q+d+d+3*ff)*es + n*H*4 + n*d*4                       // n1, q, k, v, att, n2, y, g, u, act; lse; xmid
 	grads := n*d*es + n*ff*4 + n*d*4 + n*q*4 + n*q*es + n*H*4 + n*(q+2*kv)*es // dyE, dact, dn, datt, dattE, dd, dq, dk, dv
 	perLayer := map[int]int64{}
 	var adapters int64
