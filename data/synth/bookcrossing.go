@@ -9,14 +9,14 @@ import (
 // bookCategories carry BookCrossing's planted signal (the files have no
 // genre field: only the title words tell the category), popular first.
 var bookCategories = [numSignal]signalGenre{
-	{"Mystery", [10]string{"Murder", "Clue", "Suspect", "Inspector", "Poison", "Witness", "Verdict", "Motive", "Ransom", "Sleuth"}},
-	{"Romance", [10]string{"Kiss", "Heart", "Wedding", "Passion", "Bride", "Lover", "Valentine", "Rose", "Darling", "Embrace"}},
-	{"Fantasy", [10]string{"Dragon", "Wizard", "Sword", "Elven", "Sorcerer", "Kingdom", "Prophecy", "Rune", "Goblin", "Enchantress"}},
-	{"Cooking", [10]string{"Recipe", "Casserole", "Pastry", "Skillet", "Soup", "Baking", "Spice", "Kitchen", "Dumpling", "Roast"}},
-	{"Poetry", [10]string{"Sonnet", "Verse", "Stanza", "Ode", "Haiku", "Elegy", "Rhyme", "Ballad", "Lyric", "Couplet"}},
-	{"Physics", [10]string{"Quantum", "Particle", "Entropy", "Relativity", "Photon", "Neutrino", "Momentum", "Boson", "Plasma", "Gravity"}},
-	{"Gardening", [10]string{"Compost", "Tulip", "Hedge", "Seedling", "Orchard", "Trowel", "Greenhouse", "Perennial", "Mulch", "Bonsai"}},
-	{"Chess", [10]string{"Gambit", "Checkmate", "Bishop", "Endgame", "Castling", "Rook", "Opening", "Pawn", "Stalemate", "Knight"}},
+	{"Mystery", []string{"Murder", "Clue", "Suspect", "Inspector", "Poison", "Witness", "Verdict", "Motive", "Ransom", "Sleuth"}},
+	{"Romance", []string{"Kiss", "Heart", "Wedding", "Passion", "Bride", "Lover", "Valentine", "Rose", "Darling", "Embrace"}},
+	{"Fantasy", []string{"Dragon", "Wizard", "Sword", "Elven", "Sorcerer", "Kingdom", "Prophecy", "Rune", "Goblin", "Enchantress"}},
+	{"Cooking", []string{"Recipe", "Casserole", "Pastry", "Skillet", "Soup", "Baking", "Spice", "Kitchen", "Dumpling", "Roast"}},
+	{"Poetry", []string{"Sonnet", "Verse", "Stanza", "Ode", "Haiku", "Elegy", "Rhyme", "Ballad", "Lyric", "Couplet"}},
+	{"Physics", []string{"Quantum", "Particle", "Entropy", "Relativity", "Photon", "Neutrino", "Momentum", "Boson", "Plasma", "Gravity"}},
+	{"Gardening", []string{"Compost", "Tulip", "Hedge", "Seedling", "Orchard", "Trowel", "Greenhouse", "Perennial", "Mulch", "Bonsai"}},
+	{"Chess", []string{"Gambit", "Checkmate", "Bishop", "Endgame", "Castling", "Rook", "Opening", "Pawn", "Stalemate", "Knight"}},
 }
 
 var (
@@ -177,7 +177,7 @@ func genBookWorld(o Options) bookWorld {
 // bookTitle draws a book title of category g, with BookCrossing's quirks:
 // backslash-escaped double quotes, HTML entities and Windows-1252 letters.
 func bookTitle(rng *rand.Rand, g int) string {
-	words := &bookCategories[g].words
+	words := bookCategories[g].words
 	a := words[rng.IntN(len(words))]
 	b := a
 	for b == a {

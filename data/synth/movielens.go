@@ -142,7 +142,7 @@ func genMovieWorld(o Options, ml25 bool) movieWorld {
 
 // movieTitle draws a title of signal genre g in MovieLens style.
 func movieTitle(rng *rand.Rand, g int, ml25 bool) string {
-	words := &movieGenres[g].words
+	words := movieGenres[g].words
 	a := words[rng.IntN(len(words))]
 	b := a
 	for b == a {
@@ -160,9 +160,9 @@ func movieTitle(rng *rand.Rand, g int, ml25 bool) string {
 		t = a + " " + b + ", The"
 	case r < 30:
 		t = latinWords[rng.IntN(len(latinWords))] + " " + a + " " + b
-	case r < 34 && ml25:
+	case r < 35 && ml25:
 		t = a + ` "` + b + `"`
-	case r < 37 && ml25:
+	case r < 38 && ml25:
 		t = "Żółw " + a + " " + b
 	case r < 45:
 		t = a + " of the " + b

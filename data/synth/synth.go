@@ -5,16 +5,20 @@
 //
 // The MovieLens sets carry a planted preference signal that a small model
 // can learn from the prompts alone. Every movie has one "signal" genre (its
-// first genre in the file) and a title made of words that belong to that
-// genre only (e.g. "Giggle Prank (1987)" for Comedy, "Outlaw Saloon, The
-// (1962)" for Western). The popular genres Comedy, Animation and Adventure
-// are liked (rating > 3) with probability 0.88 by every user; the niche
-// genres Horror, Western, Documentary, War and Film-Noir with probability
-// 0.12, except for one niche genre per user, the user's favourite, liked
-// with probability 0.90. A user's ratings are drawn 10% from the favourite
-// genre and 90% uniformly from all movies, so about a fifth of them are of
-// the favourite genre, which shows in the history. BookCrossing books carry
-// the same kind of signal through the words of their titles.
+// first genre in the file) and a title made of the two words that belong to
+// that genre only, in either order, each a single piece of the LLaMA
+// tokenizer (e.g. "Happy Party (1987)" for Comedy, "Texas Gun, The (1962)"
+// for Western): the genre is a short, fixed cue that a tiny model can pick
+// out of a long prompt, and titles of one genre share their words, so that
+// even a random model's item embeddings put them close together. The
+// popular genres Comedy, Animation and Adventure are liked (rating > 3)
+// with probability 0.88 by every user; the niche genres Horror, Western,
+// Documentary, War and Film-Noir with probability 0.12, except for one
+// niche genre per user, the user's favourite, liked with probability 0.90.
+// A user's ratings are drawn 10% from the favourite genre and 90% uniformly
+// from all movies, so about a fifth of them are of the favourite genre,
+// which shows in the history. BookCrossing books carry the same kind of
+// signal through the words of their titles (ten per category).
 //
 // Same options and seed, same bytes; a different seed gives other files.
 package synth
@@ -81,19 +85,19 @@ const (
 // signalGenre is a genre (or book category) with its own title words.
 type signalGenre struct {
 	name  string
-	words [10]string
+	words []string
 }
 
 // movieGenres are the signal genres of the MovieLens sets, popular first.
 var movieGenres = [numSignal]signalGenre{
-	{"Comedy", [10]string{"Giggle", "Prank", "Banana", "Wacky", "Goofy", "Jester", "Chuckle", "Slapstick", "Hiccup", "Pratfall"}},
-	{"Animation", [10]string{"Bunny", "Cartoon", "Puppet", "Kitten", "Pixel", "Rainbow", "Doodle", "Crayon", "Toon", "Marshmallow"}},
-	{"Adventure", [10]string{"Treasure", "Jungle", "Voyage", "Pirate", "Summit", "Compass", "Island", "Expedition", "Lagoon", "Quest"}},
-	{"Horror", [10]string{"Zombie", "Grave", "Scream", "Skull", "Curse", "Crypt", "Ghoul", "Haunting", "Coffin", "Vampire"}},
-	{"Western", [10]string{"Outlaw", "Saloon", "Sheriff", "Canyon", "Rodeo", "Gunslinger", "Stagecoach", "Cattle", "Posse", "Mesa"}},
-	{"Documentary", [10]string{"Census", "Archive", "Climate", "Economy", "Interview", "Survey", "Statistics", "Factory", "Harvest", "Glacier"}},
-	{"War", [10]string{"Battalion", "Trench", "Siege", "Bomber", "Regiment", "Platoon", "Artillery", "Frontline", "Infantry", "Convoy"}},
-	{"Film-Noir", [10]string{"Alibi", "Gumshoe", "Shadow", "Dame", "Alley", "Cigarette", "Detective", "Fog", "Stakeout", "Blackmail"}},
+	{"Comedy", []string{"Happy", "Party"}},
+	{"Animation", []string{"Magic", "Toy"}},
+	{"Adventure", []string{"Island", "Ocean"}},
+	{"Horror", []string{"Ghost", "Blood"}},
+	{"Western", []string{"Gun", "Texas"}},
+	{"Documentary", []string{"Science", "Nature"}},
+	{"War", []string{"Army", "Battle"}},
+	{"Film-Noir", []string{"Police", "City"}},
 }
 
 // otherMovieGenres are ML-1M's remaining genres, used as second and third

@@ -13,7 +13,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/rella-project/rella/data"
+	"github.com/rella-project/rella/internal/testenv"
 	"github.com/rella-project/rella/metrics"
+	"github.com/rella-project/rella/tokenizer"
 )
 
 // writers lists every writer with the files it produces.
@@ -126,6 +128,26 @@ func TestVocabulary(t *testing.T) {
 		for _, w := range latinWords {
 			if _, ok := owner[w]; ok {
 				t.Errorf("latin word %q is a genre word", w)
+			}
+		}
+	}
+}
+
+// TestMovieWordsArePieces checks the promise of the package comment with
+// the real LLaMA tokenizer: every movie title word is one piece after a
+// space, so that a title's genre is a short cue in a prompt.
+func TestMovieWordsArePieces(t *testing.T) {
+	tok, err := tokenizer.Load(testenv.Shared(t, "fixtures/tokenizer/llama"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range movieGenres {
+		for _, w := range g.words {
+			if _, ok := tok.PieceID("\u2581" + w); !ok {
+				t.Errorf("%s word %q is not a single piece", g.name, w)
+			}
+			if ids := tok.Encode("Movie: "+w, false); len(ids) != len(tok.Encode("Movie:", false))+1 {
+				t.Errorf("%s word %q encodes to %d pieces after a space, want 1", g.name, w, len(ids)-len(tok.Encode("Movie:", false)))
 			}
 		}
 	}
