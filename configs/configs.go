@@ -92,7 +92,7 @@ func Default() Config {
 		Training:   trainer.DefaultOptions(),
 		Retrieval:  retrieval.DefaultOptions(),
 		Evaluation: Evaluation{Split: "test"},
-		Generate:   Generate{DataUsers: 60, DataItems: 150, Hidden: 64, Layers: 2, Heads: 4, KVHeads: 2, FFN: 172, InitStd: 0.02},
+		Generate:   Generate{DataUsers: 120, DataItems: 150, Hidden: 64, Layers: 2, Heads: 4, KVHeads: 2, FFN: 172, InitStd: 0.02},
 	}
 }
 

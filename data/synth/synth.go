@@ -44,11 +44,11 @@ type Options struct {
 	Seed       int64 // seed of every random draw
 }
 
-// DefaultOptions returns the quickstart size: 60 users with 20 to 40
-// ratings each over 150 items (about 1,500 ML-1M samples after the
+// DefaultOptions returns the quickstart size: 120 users with 20 to 40
+// ratings each over 150 items (about 3,000 ML-1M samples after the
 // five-earlier-ratings rule).
 func DefaultOptions() Options {
-	return Options{Users: 60, Items: 150, MinRatings: 20, MaxRatings: 40, Seed: 1}
+	return Options{Users: 120, Items: 150, MinRatings: 20, MaxRatings: 40, Seed: 1}
 }
 
 // Validate reports every invalid setting.
