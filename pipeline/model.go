@@ -80,16 +80,28 @@ func (r *Runner) openModel() (*model.Model, error) {
 	return m, nil
 }
 
-// openEngine returns the engine model.device names, with LoRA when lo is set.
+// gpuOptions maps the model section onto the GPU engine's options.
+func (r *Runner) gpuOptions() cuda.Options {
+	precision := map[string]string{"bf16": "bf16", "fp16": "f16", "float32": "f32"}[r.Cfg.Model.DType]
+	return cuda.Options{Device: r.Cfg.Model.DeviceIndex, Precision: precision}
+}
+
+// openEngine returns the engine model.device names, with the LoRA adapter
+// lo applied when it is non-nil.
 func (r *Runner) openEngine(m *model.Model, lo *cpu.LoRA) (engine.Engine, error) {
-	c := r.Cfg.Model
-	switch c.Device {
-	case "gpu":
-		if lo != nil {
-			return nil, errors.New("model.device: LoRA training on the gpu engine is not available yet; use model.device=cpu")
-		}
-		return cuda.NewEngine(m, c.DeviceIndex, r.Log)
-	default:
-		return cpu.New(m, cpu.Options{DType: c.DType, LoRA: lo, MaxBatch: r.Cfg.Model.BatchSize})
+	if lo != nil {
+		return r.openTrainer(m, lo)
 	}
+	if r.Cfg.Model.Device == "gpu" {
+		return cuda.NewEngineWith(m, r.gpuOptions(), r.Log)
+	}
+	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, MaxBatch: r.Cfg.Model.BatchSize})
+}
+
+// openTrainer returns an engine that can also train the adapter lo.
+func (r *Runner) openTrainer(m *model.Model, lo *cpu.LoRA) (engine.Trainer, error) {
+	if r.Cfg.Model.Device == "gpu" {
+		return cuda.NewTrainer(m, cuda.TrainOptions{Options: r.gpuOptions(), Scale: lo.Scale, Dropout: lo.Dropout, Params: lo.Params}, r.Log)
+	}
+	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, LoRA: lo, MaxBatch: r.Cfg.Training.MicroBatchSize})
 }

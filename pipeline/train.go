@@ -48,9 +48,6 @@ func trainingExample(tok *tokenizer.Tokenizer, text string, label int8) (engine.
 // checkpoint.
 func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) (metrics.Result, error) {
 	c := r.Cfg
-	if c.Model.Device != "cpu" {
-		return metrics.Result{}, fmt.Errorf("model.device: training runs on the cpu engine only for now, got %q", c.Model.Device)
-	}
 	tok, err := r.loadTokenizer()
 	if err != nil {
 		return metrics.Result{}, err
@@ -115,8 +112,7 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) (metr
 	if err != nil {
 		return metrics.Result{}, err
 	}
-	eng, err := cpu.New(m, cpu.Options{DType: c.Model.DType, MaxBatch: c.Training.MicroBatchSize,
-		LoRA: &cpu.LoRA{Scale: c.LoRA.Scale(), Dropout: c.LoRA.Dropout, Params: params}})
+	eng, err := r.openTrainer(m, &cpu.LoRA{Scale: c.LoRA.Scale(), Dropout: c.LoRA.Dropout, Params: params})
 	if err != nil {
 		return metrics.Result{}, err
 	}
