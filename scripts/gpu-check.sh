@@ -8,27 +8,36 @@
 # then send the tree with the ignored paths bin and .devrun to the GPU
 # machine and run there:
 #   scripts/gpu-check.sh [--shape 7b|small|tiny] [--samples N] [--reps N] [--no-bench]
+#                        [--no-train] [--train-lens 512[,1024...]]
 #
 # It reports the driver, GPU, compute capability and glibc; finds cuBLAS and
 # NVRTC (ldconfig, /usr/local/cuda*, python's nvidia wheels, torch/lib) and
 # puts their folders on LD_LIBRARY_PATH; runs the device tests of package
 # cuda (NVRTC compile, every kernel against its CPU reference, the engine on
 # stories260K), rella gpu-selftest, and the scoring benchmark against HF
-# transformers (scripts/hf_bench.py). Full logs go to $RELLA_GPU_LOGS
+# transformers (scripts/hf_bench.py), then the LoRA training checks against
+# HF PEFT (scripts/hf_peft.py; skipped with --no-train): rella-written
+# adapters (rella train on a tiny random checkpoint, model.device cpu and
+# gpu) loaded by peft and scored against rella's predictions, PEFT's own
+# first-step gradients in bf16 vs f32, a 50-step PEFT loss curve, and
+# training throughput of HF PEFT and of Go (cuda TestTrainBench) on the
+# benchmark checkpoint. Full logs go to $RELLA_GPU_LOGS
 # (default .devrun/gpu-logs/<time>); a short table comes last.
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 shared="${RELLA_SHARED:-$root/.devrun/shared}"
-shape=7b samples=64 reps=5 bench=1 minlen=256 maxlen=768 batch=8
+shape=7b samples=64 reps=5 bench=1 minlen=256 maxlen=768 batch=8 train=1 trainlens=512
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--prepare)
 		src="${2:-$root/../shared}"
 		mkdir -p "$shared/fixtures"
 		cp -r "$src/fixtures/stories260K" "$shared/fixtures/"
-		echo "copied $src/fixtures/stories260K to $shared/fixtures/ (carry .devrun and bin to the GPU machine)"
+		mkdir -p "$shared/fixtures/tokenizer"
+		cp -r "$src/fixtures/tokenizer/llama" "$shared/fixtures/tokenizer/" # rella train/tokenize for the PEFT checks
+		echo "copied $src/fixtures/stories260K and tokenizer/llama to $shared/fixtures/ (carry .devrun and bin to the GPU machine)"
 		exit 0 ;;
 	--shape) shape="$2"; shift 2 ;;
 	--samples) samples="$2"; shift 2 ;;
@@ -37,7 +46,9 @@ while [ $# -gt 0 ]; do
 	--max-len) maxlen="$2"; shift 2 ;;
 	--batch) batch="$2"; shift 2 ;;
 	--no-bench) bench=""; shift ;;
-	-h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 0 ;;
+	--no-train) train=""; shift ;;
+	--train-lens) trainlens="$2"; shift 2 ;;
+	-h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}"; exit 0 ;;
 	*) echo "gpu-check.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -155,6 +166,117 @@ if [ -x "$bin" ]; then
 	[ -n "$hfcmp" ] && row "Go vs HF logits" "$(echo "$hfcmp" | awk '{print $1, $NF}')"
 else
 	row "gpu-selftest" "MISSING $bin (run scripts/build-gpu.sh here)"
+fi
+
+# --- LoRA training against HF PEFT (scripts/hf_peft.py) ------------------------------
+peft="$root/scripts/hf_peft.py"
+tok="$shared/fixtures/tokenizer/llama"
+# adapter_check DEVICE DTYPE TOL: rella train (3 steps on the synthetic
+# dataset) writes a PEFT adapter for the tiny checkpoint; peft loads it
+# (every tensor checked), its logits are checked against a hand merge, and
+# P(Yes) of the first 16 test prompts against rella's own predictions.jsonl
+# (same adapter, rella's engine on DEVICE/DTYPE; HF in float32).
+adapter_check() {
+	local dev="$1" dtype="$2" tol="$3" d="$work/rella-$1-$2" rc line
+	mkdir -p "$d"
+	cat >"$d/config.yaml" <<EOF
+seed: 7
+output_dir: $d/run
+stages: [prepare, train]
+generate: {data: true, data_users: 40, data_items: 60}
+data: {dataset: ml-1m, dir: $d/run/source, history_len: 3, max_eval_samples: 16}
+model: {path: $tiny, tokenizer: $tok, device: $dev, dtype: $dtype, batch_size: 8}
+lora: {lora_r: 8, lora_alpha: 16, lora_dropout: 0.05, lora_target_modules: [q_proj, v_proj]}
+training: {learning_rate: 5.0e-2, max_steps: 3, batch_size: 8, micro_batch_size: 4, lr_scheduler: constant}
+retrieval: {enabled: false, train_type: original, train_samples: 16}
+EOF
+	"$bin" train -c "$d/config.yaml" >"$d/train.log" 2>&1
+	rc=$?
+	if [ $rc != 0 ] || [ ! -f "$d/run/adapter/adapter_model.safetensors" ]; then
+		row "rella adapter -> peft ($dev $dtype)" "FAIL: rella train rc $rc (see $d/train.log)"
+		return
+	fi
+	"$bin" prompts -c "$d/config.yaml" --split test --limit 16 >"$d/prompts.jsonl" 2>>"$d/train.log" &&
+		python3 "$peft" vicuna <"$d/prompts.jsonl" >"$d/wrapped.jsonl" 2>>"$d/train.log" &&
+		"$bin" tokenize --tokenizer "$tok" --bos <"$d/wrapped.jsonl" >"$d/ids.jsonl" 2>>"$d/train.log"
+	rc=$?
+	if [ $rc != 0 ]; then
+		row "rella adapter -> peft ($dev $dtype)" "FAIL: prompts/tokenize rc $rc (see $d/train.log)"
+		return
+	fi
+	python3 "$peft" load-adapter --model "$tiny" --adapter "$d/run/adapter" --seqs "$d/ids.jsonl" \
+		--rella-pred "$d/run/train/predictions.jsonl" --tol "$tol" --out "$d/peft" >"$d/load-adapter.log" 2>&1
+	rc=$?
+	line="$(grep '^CHECK peft_load_adapter' "$d/load-adapter.log" | tail -n1)"
+	row "rella adapter -> peft ($dev $dtype)" "${line:+${line#CHECK peft_load_adapter }}${line:-FAIL (rc $rc, see $d/load-adapter.log)}"
+}
+if [ -n "$train" ]; then
+	work="$logs/peft"
+	mkdir -p "$work"
+	say "LoRA training vs HF PEFT"
+	# (a) rella-written adapters loaded by peft, on a tiny random checkpoint
+	# (RELLA_PEFT_MODEL: use this checkpoint instead of making one).
+	tiny="${RELLA_PEFT_MODEL:-$work/tiny-model}"
+	[ -f "$tiny/config.json" ] || python3 "$peft" make-model --shape tiny --out "$tiny" >"$work/make-model.log" 2>&1
+	if [ ! -f "$tiny/config.json" ]; then
+		row "rella adapter -> peft" "FAIL: no tiny checkpoint (see $work/make-model.log)"
+	elif [ ! -x "$bin" ]; then
+		row "rella adapter -> peft" "MISSING $bin (run scripts/build-gpu.sh here)"
+	elif [ ! -f "$tok/tokenizer.model" ] && [ ! -f "$tok/tokenizer.json" ]; then
+		row "rella adapter -> peft" "MISSING $tok (run scripts/gpu-check.sh --prepare here)"
+	else
+		adapter_check cpu float32 1e-3
+		adapter_check gpu float32 1e-3
+		adapter_check gpu bf16 3e-2
+	fi
+	# (b) PEFT's first-step gradients in bf16 against f32 (how far bf16 alone
+	# moves them: the scale for Go's bf16 bound), starting from the rella
+	# adapter, and a 50-step PEFT loss curve on a fixed data order.
+	init="$work/rella-cpu-float32/run/adapter/adapter_model.safetensors"
+	if [ -f "$tiny/config.json" ] && python3 "$peft" make-data --out "$work/data.json" --examples 32 \
+		--min-len 48 --max-len 96 --label-last 4 --steps 50 --micro-batch 4 --accum 2 >"$work/step.log" 2>&1; then
+		initarg=()
+		[ -f "$init" ] && initarg=(--lora-init "$init")
+		for dt in float32 bf16; do
+			python3 "$peft" step --model "$tiny" --batch "$work/data.json" --dtype "$dt" "${initarg[@]}" \
+				--out "$work/step-$dt" >>"$work/step.log" 2>&1
+		done
+		[ -f "$init" ] || initarg=(--lora-init "$work/step-float32/lora_init.safetensors")
+		line="$(grep '^CHECK peft_step_float32' "$work/step.log" | tail -n1)"
+		row "PEFT step f32 (tiny, 32 ex.)" "${line:-FAIL (see $work/step.log)}"
+		python3 "$peft" compare --a "$work/step-bf16/grads.safetensors" --b "$work/step-float32/grads.safetensors" \
+			--tol 0.1 --min-cos 0.99 >>"$work/step.log" 2>&1
+		line="$(grep '^CHECK grads_compare' "$work/step.log" | tail -n1)"
+		row "PEFT grads bf16 vs f32" "${line:+${line#CHECK grads_compare }}${line:-FAIL (see $work/step.log)}"
+		python3 "$peft" curve --model "$tiny" --data "$work/data.json" --steps 50 --lr 1e-3 --dtype float32 \
+			"${initarg[@]}" --out "$work/curve" >"$work/curve.log" 2>&1
+		line="$(grep '^CHECK peft_curve' "$work/curve.log" | tail -n1)"
+		row "PEFT 50-step curve (tiny)" "${line:-FAIL (see $work/curve.log)}"
+	else
+		row "PEFT step / curve" "FAIL (see $work/step.log)"
+	fi
+	# (c) training throughput on the benchmark checkpoint: HF PEFT, then Go.
+	if [ -n "$benchdir" ]; then
+		python3 "$peft" bench --model "$benchdir" --micro-batch 8 --steps "$((reps + 5))" --warmup 2 \
+			--seq-lens "$trainlens" --out "$work/bench" >"$logs/hf-train-bench.log" 2>&1
+		for L in ${trainlens//,/ }; do
+			hl="$(grep "^BENCH hf_train_lossgrad .* len=$L " "$logs/hf-train-bench.log" | tail -n1)"
+			row "HF PEFT train ($shape, 8x$L)" "${hl:-FAIL (see hf-train-bench.log)}"
+			gl=""
+			if [ -x "$testbin" ]; then
+				(cd "$root/cuda" && RELLA_TRAIN_BENCH_DIR="$benchdir" RELLA_TRAIN_BENCH_BATCH=8 RELLA_TRAIN_BENCH_LEN="$L" \
+					RELLA_TRAIN_BENCH_REPS="$reps" "$testbin" -test.v -test.count=1 -test.run '^TestTrainBench$' \
+					>"$logs/go-train-bench-$L.log" 2>&1)
+				gl="$(grep -o 'BENCH go_train_lossgrad.*' "$logs/go-train-bench-$L.log" | tail -n1)"
+			fi
+			row "Go train ($shape, 8x$L)" "${gl:-FAIL (see go-train-bench-$L.log)}"
+			if [ -n "$hl" ] && [ -n "$gl" ]; then
+				g="$(echo "$gl" | sed -n 's/.* tokens_per_s=\([0-9.]*\).*/\1/p')"
+				h="$(echo "$hl" | sed -n 's/.* tokens_per_s=\([0-9.]*\).*/\1/p')"
+				row "Go/HF train tokens/s (8x$L)" "$(awk -v g="$g" -v h="$h" 'BEGIN{ if (h > 0) printf "%.2f (%s / %s)", g/h, g, h }')"
+			fi
+		done
+	fi
 fi
 
 echo

@@ -21,6 +21,10 @@ start with CHECK or BENCH are meant for scripts/gpu-check.sh's table):
       optionally a fixed data order for `curve` (epochs reshuffled with
       Python's random.Random(seed + epoch)).
 
+  vicuna       < prompts.jsonl > wrapped.jsonl
+      Wraps `rella prompts` output in prompt.Vicuna's template (checked
+      against prompt/prompt.go) as JSON strings for `rella tokenize --bos`.
+
   load-adapter --model DIR --adapter DIR --out DIR [--seqs FILE]
                [--rella-pred predictions.jsonl] [--tol 1e-3] [--dtype float32|bf16]
       Loads a rella-written PEFT adapter (lora/peft.go: adapter_config.json
@@ -370,6 +374,35 @@ def example_loss(pm, ex, torch):
     return F.cross_entropy(logits, lab, ignore_index=IGNORE, reduction="sum"), n
 
 
+def vicuna_system(root):
+    """VICUNA_SYSTEM, checked against prompt.VicunaSystem in the Go source when
+    the tree has it (so a change there cannot go unnoticed here)."""
+    src = os.path.join(root, "prompt", "prompt.go")
+    if os.path.exists(src):
+        with open(src) as f:
+            m = re.search(r'const VicunaSystem = "((?:[^"\\]|\\.)*)"', f.read())
+        if not m:
+            raise ValueError(f"{src}: const VicunaSystem not found")
+        if json.loads('"' + m.group(1) + '"') != VICUNA_SYSTEM:
+            raise ValueError(f"{src}: VicunaSystem differs from hf_peft.py's VICUNA_SYSTEM")
+    return VICUNA_SYSTEM
+
+
+def cmd_vicuna(a):
+    """rella prompts' JSON Lines {"input", ...} on stdin -> JSON strings of
+    prompt.Vicuna(input) ("{system} USER: {prompt} ASSISTANT:") on stdout, the
+    input `rella tokenize --bos` encodes the way the scorer does."""
+    system = vicuna_system(os.path.dirname(HERE))
+    n = 0
+    for line in sys.stdin:
+        if line.strip():
+            print(json.dumps(system + " USER: " + json.loads(line)["input"] + " ASSISTANT:", ensure_ascii=False))
+            n += 1
+    if n == 0:
+        raise ValueError("vicuna: no prompts on stdin")
+    return 0
+
+
 def cmd_make_model(a):
     torch = torch_setup(a.seed)
     sys.path.insert(0, HERE)
@@ -661,10 +694,10 @@ def cmd_bench(a):
     pm = make_peft(a.model, torch.bfloat16, 8, 16, 0.05, ["q_proj", "v_proj"])
     pm.train()
     print(f"INFO hf_peft: loaded {a.model} in {time.perf_counter() - t0:.1f}s ({versions()}, "
-          f"attention {pm.base_model.model.config._attn_implementation}, lora dtype "
+          f"attention {pm.get_base_model().config._attn_implementation}, lora dtype "
           f"{next(iter(lora_params(pm).values())).dtype})", flush=True)
     opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-3)
-    V = pm.config.vocab_size
+    V = pm.get_base_model().config.vocab_size
     rows = []
     for L in lens:
         g = torch.Generator().manual_seed(a.seed + L)
@@ -691,7 +724,7 @@ def cmd_bench(a):
                 fb.append(e0.elapsed_time(e1) / 1e3)
                 st.append(e0.elapsed_time(e2) / 1e3)
         peak = torch.cuda.max_memory_allocated() / 2**30
-        fpt, nonemb = flops_per_token(pm.base_model.model, L)
+        fpt, nonemb = flops_per_token(pm.get_base_model(), L)
         tokens = a.micro_batch * L
         med, meds = statistics.median(fb), statistics.median(st)
         row = dict(batch=a.micro_batch, len=L, tokens=tokens, labelled=a.micro_batch * a.label_last, reps=a.steps,
@@ -798,6 +831,8 @@ def main(argv=None):
     p.add_argument("--accum", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
 
+    sub.add_parser("vicuna", help="wrap rella prompts (JSONL on stdin) in the Vicuna template, as JSON strings")
+
     p = sub.add_parser("load-adapter", help="load a rella adapter with peft and check it")
     p.add_argument("--model", required=True)
     p.add_argument("--adapter", required=True)
@@ -866,7 +901,7 @@ def main(argv=None):
                 read_safetensors_header(f)
             print(f"DRY compare: {a.a} vs {a.b}")
             return 0
-        return {"load-adapter": cmd_load_adapter, "step": cmd_step, "compare": cmd_compare, "bench": cmd_bench,
+        return {"vicuna": cmd_vicuna, "load-adapter": cmd_load_adapter, "step": cmd_step, "compare": cmd_compare, "bench": cmd_bench,
                 "curve": cmd_curve}[a.cmd](a)
     except (ValueError, OSError, KeyError) as e:
         die(f"{a.cmd}: {e}")
