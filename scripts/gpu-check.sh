@@ -208,7 +208,8 @@ EOF
 		--rella-pred "$d/run/train/predictions.jsonl" --tol "$tol" --out "$d/peft" >"$d/load-adapter.log" 2>&1
 	rc=$?
 	line="$(grep '^CHECK peft_load_adapter' "$d/load-adapter.log" | tail -n1)"
-	row "rella adapter -> peft ($dev $dtype)" "${line:+${line#CHECK peft_load_adapter }}${line:-FAIL (rc $rc, see $d/load-adapter.log)}"
+	[ -n "$line" ] || line="CHECK peft_load_adapter FAIL (rc $rc, see $d/load-adapter.log)"
+	row "rella adapter -> peft ($dev $dtype)" "${line#CHECK peft_load_adapter }"
 }
 if [ -n "$train" ]; then
 	work="$logs/peft"
@@ -243,15 +244,18 @@ if [ -n "$train" ]; then
 		done
 		[ -f "$init" ] || initarg=(--lora-init "$work/step-float32/lora_init.safetensors")
 		line="$(grep '^CHECK peft_step_float32' "$work/step.log" | tail -n1)"
-		row "PEFT step f32 (tiny, 32 ex.)" "${line:-FAIL (see $work/step.log)}"
+		[ -n "$line" ] || line="CHECK peft_step_float32 FAIL (see $work/step.log)"
+		row "PEFT step f32 (tiny, 32 ex.)" "${line#CHECK peft_step_float32 }"
 		python3 "$peft" compare --a "$work/step-bf16/grads.safetensors" --b "$work/step-float32/grads.safetensors" \
 			--tol 0.1 --min-cos 0.99 >>"$work/step.log" 2>&1
 		line="$(grep '^CHECK grads_compare' "$work/step.log" | tail -n1)"
-		row "PEFT grads bf16 vs f32" "${line:+${line#CHECK grads_compare }}${line:-FAIL (see $work/step.log)}"
+		[ -n "$line" ] || line="CHECK grads_compare FAIL (see $work/step.log)"
+		row "PEFT grads bf16 vs f32" "${line#CHECK grads_compare }"
 		python3 "$peft" curve --model "$tiny" --data "$work/data.json" --steps 50 --lr 1e-3 --dtype float32 \
 			"${initarg[@]}" --out "$work/curve" >"$work/curve.log" 2>&1
 		line="$(grep '^CHECK peft_curve' "$work/curve.log" | tail -n1)"
-		row "PEFT 50-step curve (tiny)" "${line:-FAIL (see $work/curve.log)}"
+		[ -n "$line" ] || line="CHECK peft_curve_float32 FAIL (see $work/curve.log)"
+		row "PEFT 50-step curve (tiny)" "${line#CHECK peft_curve_float32 }"
 	else
 		row "PEFT step / curve" "FAIL (see $work/step.log)"
 	fi

@@ -278,6 +278,9 @@ def write_json(path, v):
 # --- torch side ------------------------------------------------------------------
 
 def torch_setup(seed):
+    # The GPU machine has no network: never wait on the Hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
     torch.manual_seed(seed)
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32
@@ -471,7 +474,10 @@ def cmd_load_adapter(a):
     # 1. every tensor loaded, both ways, bit for bit.
     src = load_file(os.path.join(a.adapter, "adapter_model.safetensors"))
     live = lora_params(pm)
-    sd = get_peft_model_state_dict(pm)
+    try:  # save_embedding_layers="auto" (the default) may look the base model up on the Hub
+        sd = get_peft_model_state_dict(pm, save_embedding_layers=False)
+    except TypeError:
+        sd = get_peft_model_state_dict(pm)
     for what, names in (("live parameters", set(live)), ("get_peft_model_state_dict", set(sd))):
         missing, extra = sorted(set(src) - names), sorted(names - set(src))
         if missing or extra:
