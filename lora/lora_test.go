@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -172,7 +173,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	}
 	for i := range ps {
 		// Init order (layer, module, A, B) is the sorted order too.
-		if ps2[i].Name != ps[i].Name || !equalInts(ps2[i].Shape, ps[i].Shape) {
+		if ps2[i].Name != ps[i].Name || !slices.Equal(ps2[i].Shape, ps[i].Shape) {
 			t.Fatalf("param %d: %s %v, want %s %v", i, ps2[i].Name, ps2[i].Shape, ps[i].Name, ps[i].Shape)
 		}
 		for j := range ps[i].Value {
@@ -323,18 +324,6 @@ func TestLoadErrorsNameOrigin(t *testing.T) {
 	if _, _, err := Load(dir); err == nil || !strings.Contains(err.Error(), WeightsFile) {
 		t.Errorf("missing weights: %v", err)
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestAssign(t *testing.T) {

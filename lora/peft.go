@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -291,7 +292,7 @@ func Assign(dst, src []*engine.Param) error {
 		if !ok {
 			return fmt.Errorf("lora: assign: tensor %s missing", d.Name)
 		}
-		if !slicesEqual(s.Shape, d.Shape) || len(s.Value) != len(d.Value) {
+		if !slices.Equal(s.Shape, d.Shape) || len(s.Value) != len(d.Value) {
 			return fmt.Errorf("lora: assign: tensor %s has shape %v, want %v", d.Name, s.Shape, d.Shape)
 		}
 	}
@@ -299,16 +300,4 @@ func Assign(dst, src []*engine.Param) error {
 		copy(d.Value, byName[d.Name].Value)
 	}
 	return nil
-}
-
-func slicesEqual(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
