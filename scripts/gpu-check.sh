@@ -19,7 +19,8 @@
 # HF PEFT (scripts/hf_peft.py; skipped with --no-train): rella-written
 # adapters (rella train on a tiny random checkpoint, model.device cpu and
 # gpu) loaded by peft and scored against rella's predictions, PEFT's own
-# first-step gradients in bf16 vs f32, a 50-step PEFT loss curve, and
+# first-step gradients in bf16 vs f32, rella grads' (Go gpu f32/bf16, cpu
+# f32) against them and each other, a 50-step PEFT loss curve, and
 # training throughput of HF PEFT and of Go (cuda TestTrainBench) on the
 # benchmark checkpoint. Full logs go to $RELLA_GPU_LOGS
 # (default .devrun/gpu-logs/<time>); a short table comes last.
@@ -48,7 +49,7 @@ while [ $# -gt 0 ]; do
 	--no-bench) bench=""; shift ;;
 	--no-train) train=""; shift ;;
 	--train-lens) trainlens="$2"; shift 2 ;;
-	-h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}"; exit 0 ;;
+	-h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}"; exit 0 ;;
 	*) echo "gpu-check.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -211,6 +212,38 @@ EOF
 	[ -n "$line" ] || line="CHECK peft_load_adapter FAIL (rc $rc, see $d/load-adapter.log)"
 	row "rella adapter -> peft ($dev $dtype)" "${line#CHECK peft_load_adapter }"
 }
+# go_grads DEVICE DTYPE: rella grads on the PEFT step's batch and starting
+# adapter (initarg), into $work/go-DEVICE-DTYPE.
+go_grads() {
+	local d="$work/go-$1-$2" line
+	"$bin" grads --model "$tiny" --batch "$work/data.json" "${initarg[@]}" --device "$1" --dtype "$2" \
+		--out "$d" >"$d.log" 2>&1
+	line="$(grep "^CHECK go_grads_$1_$2 " "$d.log" | tail -n1)"
+	[ -n "$line" ] && line="${line#CHECK go_grads_$1_$2 }" || line="FAIL (see $d.log)"
+	row "Go grads $1 $2 (tiny, 32 ex.)" "$line"
+}
+# grads_compare LABEL A B TOL MIN_COS: hf_peft.py compare of $work/A against
+# $work/B (the reference), and their per-token losses (loss.json loss_mean)
+# within 1e-2 over the same number of labelled tokens.
+grads_compare() {
+	local label="$1" a="$work/$2" b="$work/$3" tol="$4" cos="$5" log="$work/compare-$2-$3.log" line loss
+	if [ ! -f "$a/grads.safetensors" ] || [ ! -f "$b/grads.safetensors" ]; then
+		row "$label" "SKIP: no $2 or $3 grads.safetensors"
+		return
+	fi
+	python3 "$peft" compare --a "$a/grads.safetensors" --b "$b/grads.safetensors" --tol "$tol" --min-cos "$cos" >"$log" 2>&1
+	line="$(grep '^CHECK grads_compare' "$log" | tail -n1)"
+	loss="$(python3 -c '
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+na, nb = a.get("n_tokens", a.get("tokens")), b.get("n_tokens", b.get("tokens"))
+d = abs(a["loss_mean"] - b["loss_mean"])
+verdict = "PASS" if d <= 1e-2 and na == nb else "FAIL"
+print("loss %s mean %.6f vs %.6f (|d| %.2e, tokens %s/%s)" % (verdict, a["loss_mean"], b["loss_mean"], d, na, nb))
+' "$a/loss.json" "$b/loss.json" 2>>"$log")"
+	[ -n "$line" ] && line="${line#CHECK grads_compare }" || line="compare FAIL (see $log)"
+	row "$label" "$line; ${loss:-loss FAIL (see $log)}"
+}
 if [ -n "$train" ]; then
 	work="$logs/peft"
 	mkdir -p "$work"
@@ -256,6 +289,24 @@ if [ -n "$train" ]; then
 		line="$(grep '^CHECK peft_curve' "$work/curve.log" | tail -n1)"
 		[ -n "$line" ] || line="CHECK peft_curve_float32 FAIL (see $work/curve.log)"
 		row "PEFT 50-step curve (tiny)" "${line#CHECK peft_curve_float32 }"
+		# Go's first-step gradients (rella grads) on the same batch and
+		# starting adapter: the GPU trainer in f32 against the CPU (Gorgonia)
+		# engine (rel < 1e-4), and f32 and bf16 against PEFT (cosine >= 0.99,
+		# per-token loss within 1e-2). Both sides sum the loss over the
+		# labelled tokens and save the gradient of that sum.
+		if [ ! -x "$bin" ]; then
+			row "Go grads vs PEFT" "MISSING $bin (run scripts/build-gpu.sh here)"
+		elif [ ${#initarg[@]} = 0 ] || [ ! -f "${initarg[1]}" ]; then
+			row "Go grads vs PEFT" "SKIP: no starting adapter (see $work/step.log)"
+		else
+			go_grads cpu float32
+			go_grads gpu float32
+			go_grads gpu bf16
+			grads_compare "Go grads gpu f32 vs cpu f32" go-gpu-float32 go-cpu-float32 1e-4 0.9999
+			grads_compare "Go grads gpu f32 vs PEFT f32" go-gpu-float32 step-float32 1 0.99
+			grads_compare "Go grads gpu bf16 vs PEFT f32" go-gpu-bf16 step-float32 1 0.99
+			grads_compare "Go grads gpu bf16 vs PEFT bf16" go-gpu-bf16 step-bf16 1 0.99
+		fi
 	else
 		row "PEFT step / curve" "FAIL (see $work/step.log)"
 	fi
