@@ -29,6 +29,9 @@ const LogFile = "log.jsonl"
 // builtinHooks returns the hooks every run has.
 func (l *Loop) builtinHooks() []Hook {
 	hs := []Hook{l.logHook(), l.progressHook(), l.checkpointHook()}
+	if l.Job.Options.RecordBatches {
+		hs = append(hs, l.recordHook())
+	}
 	if l.Job.Evaluate != nil {
 		hs = append(hs, l.evalHook(), l.bestHook())
 		if l.Job.Options.EarlyStoppingPatience > 0 {

@@ -42,6 +42,13 @@ type Options struct {
 	// folder, else fresh) or the path of a checkpoint folder.
 	ResumeFromCheckpoint string `yaml:"resume_from_checkpoint"`
 	SequenceLen          int    `yaml:"sequence_len"` // longest allowed training sequence (tokens)
+
+	// RecordBatches writes, in the output folder, batches.json (the
+	// training examples and every step's micro-batches, in the format of
+	// scripts/hf_peft.py curve) and lora_init.safetensors (the adapter
+	// before the first update), so that another trainer can replay the run.
+	// It does not define the run: it may change across a resume.
+	RecordBatches bool `yaml:"record_batches"`
 }
 
 // DefaultOptions returns the ReLLa few-shot settings (RELLA.md section 5).

@@ -13,7 +13,9 @@
 //
 // The output folder holds checkpoint-<step>[-m<k>] folders (package
 // checkpoints), best/ (adapter with the best validation AUC), final/ (the
-// adapter after the last step) and log.jsonl.
+// adapter after the last step) and log.jsonl; with training.record_batches
+// also batches.json and lora_init.safetensors (the data order and starting
+// adapter, for replaying the run in scripts/hf_peft.py curve).
 package trainer
 
 import (
