@@ -20,7 +20,9 @@
 # adapters (rella train on a tiny random checkpoint, model.device cpu and
 # gpu) loaded by peft and scored against rella's predictions, PEFT's own
 # first-step gradients in bf16 vs f32, rella grads' (Go gpu f32/bf16, cpu
-# f32) against them and each other, a 50-step PEFT loss curve, and
+# f32) against them and each other, a 50-step PEFT loss curve, a 50-step
+# rella train (gpu f32, training.record_batches) replayed in PEFT with the
+# same data order and starting adapter against rella's log.jsonl, and
 # training throughput of HF PEFT and of Go (cuda TestTrainBench) on the
 # benchmark checkpoint. Full logs go to $RELLA_GPU_LOGS
 # (default .devrun/gpu-logs/<time>); a short table comes last.
@@ -49,7 +51,7 @@ while [ $# -gt 0 ]; do
 	--no-bench) bench=""; shift ;;
 	--no-train) train=""; shift ;;
 	--train-lens) trainlens="$2"; shift 2 ;;
-	-h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}"; exit 0 ;;
+	-h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}"; exit 0 ;;
 	*) echo "gpu-check.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -212,6 +214,38 @@ EOF
 	[ -n "$line" ] || line="CHECK peft_load_adapter FAIL (rc $rc, see $d/load-adapter.log)"
 	row "rella adapter -> peft ($dev $dtype)" "${line#CHECK peft_load_adapter }"
 }
+# curve_check DEVICE DTYPE: rella train (50 steps, lr 1e-3 linear, dropout
+# 0, 16 training prompts in micro-batches of 4, 2 per step) with
+# training.record_batches, then hf_peft.py curve replaying its data order
+# (train/batches.json) from its starting adapter (train/lora_init.safetensors)
+# and comparing the losses with rella's train/log.jsonl.
+curve_check() {
+	local dev="$1" dtype="$2" d="$work/curve-rella-$1-$2" rc line
+	mkdir -p "$d"
+	cat >"$d/config.yaml" <<EOF
+seed: 7
+output_dir: $d/run
+stages: [prepare, train]
+generate: {data: true, data_users: 40, data_items: 60}
+data: {dataset: ml-1m, dir: $d/run/source, history_len: 3, max_eval_samples: 16}
+model: {path: $tiny, tokenizer: $tok, device: $dev, dtype: $dtype, batch_size: 8}
+lora: {lora_r: 8, lora_alpha: 16, lora_dropout: 0, lora_target_modules: [q_proj, v_proj]}
+training: {learning_rate: 1.0e-3, max_steps: 50, batch_size: 8, micro_batch_size: 4, lr_scheduler: linear, eval_steps: 50, record_batches: true}
+retrieval: {enabled: false, train_type: original, train_samples: 16}
+EOF
+	"$bin" train -c "$d/config.yaml" >"$d/train.log" 2>&1
+	rc=$?
+	if [ $rc != 0 ] || [ ! -f "$d/run/train/batches.json" ] || [ ! -f "$d/run/train/lora_init.safetensors" ]; then
+		row "rella vs PEFT 50-step curve ($dev $dtype)" "FAIL: rella train rc $rc (see $d/train.log)"
+		return
+	fi
+	python3 "$peft" curve --model "$tiny" --data "$d/run/train/batches.json" --lora-init "$d/run/train/lora_init.safetensors" \
+		--steps 50 --total-steps 50 --lr 1e-3 --scheduler linear --dtype float32 --compare-log "$d/run/train/log.jsonl" \
+		--out "$d/curve" >"$d/curve.log" 2>&1
+	line="$(grep '^CHECK peft_curve' "$d/curve.log" | tail -n1)"
+	[ -n "$line" ] || line="CHECK peft_curve_float32 FAIL (see $d/curve.log)"
+	row "rella vs PEFT 50-step curve ($dev $dtype)" "${line#CHECK peft_curve_float32 }"
+}
 # go_grads DEVICE DTYPE: rella grads on the PEFT step's batch and starting
 # adapter (initarg), into $work/go-DEVICE-DTYPE.
 go_grads() {
@@ -262,6 +296,7 @@ if [ -n "$train" ]; then
 		adapter_check cpu float32 1e-3
 		adapter_check gpu float32 1e-3
 		adapter_check gpu bf16 3e-2
+		curve_check gpu float32
 	fi
 	# (b) PEFT's first-step gradients in bf16 against f32 (how far bf16 alone
 	# moves them: the scale for Go's bf16 bound), starting from the rella
