@@ -49,6 +49,10 @@ import (
 // resume from.
 var ErrInterrupted = errors.New("training interrupted")
 
+// ErrExistingRun is wrapped by Run's error when a fresh run
+// (resume_from_checkpoint "") finds checkpoints in its output folder.
+var ErrExistingRun = errors.New("the output folder holds an earlier run")
+
 // Evaluator scores the current adapter on the validation split.
 type Evaluator func(ctx context.Context) (metrics.Result, error)
 
@@ -538,7 +542,7 @@ func (l *Loop) restore(fp map[string]string) (string, error) {
 			return "", err
 		}
 		if len(all) > 0 {
-			return "", fmt.Errorf("trainer: %s already holds checkpoints (newest %s); set training.resume_from_checkpoint to \"auto\" to continue, or use another output folder", j.Dir, filepath.Base(all[len(all)-1].Dir))
+			return "", fmt.Errorf("trainer: %s already holds checkpoints (newest %s); set training.resume_from_checkpoint to \"auto\" to continue, or use another output folder: %w", j.Dir, filepath.Base(all[len(all)-1].Dir), ErrExistingRun)
 		}
 		fresh()
 		return "", nil

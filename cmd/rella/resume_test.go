@@ -74,9 +74,15 @@ retrieval: {train_samples: 40}
 		}
 	}
 
+	// A fresh run over an earlier one is refused with the command that continues it.
+	code, _, stderr := rella(t, "train", "-c", cut)
+	if code == 0 || !strings.Contains(stderr, "continue it with: rella train -c "+cut+" --resume") {
+		t.Errorf("fresh run over an earlier one: exit %d, stderr %q", code, stderr)
+	}
+
 	// Resuming with a setting that changes the run is refused, naming it,
 	// unless forced.
-	code, _, stderr := rella(t, "train", "-c", cut, "--resume", "training.learning_rate=0.5")
+	code, _, stderr = rella(t, "train", "-c", cut, "--resume", "training.learning_rate=0.5")
 	if code == 0 || !strings.Contains(stderr, "learning_rate") {
 		t.Errorf("resume with another learning rate: exit %d, stderr %q; want a refusal naming learning_rate", code, stderr)
 	}

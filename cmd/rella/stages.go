@@ -81,11 +81,16 @@ func trainCommand() command {
 }
 
 // interrupted turns a training run stopped by SIGINT/SIGTERM (which saved a
-// checkpoint) into a clean exit that says how to resume; other errors pass.
+// checkpoint) into a clean exit that says how to resume, and adds the same
+// command to the error of a fresh run that found an earlier one; other
+// errors pass unchanged.
 func interrupted(e *env, err error, resume string) error {
-	if errors.Is(err, trainer.ErrInterrupted) {
+	switch {
+	case errors.Is(err, trainer.ErrInterrupted):
 		fmt.Fprintf(e.stderr, "rella: %v\nrella: a checkpoint was saved; resume with: %s\n", err, resume)
 		return nil
+	case errors.Is(err, trainer.ErrExistingRun):
+		return fmt.Errorf("%w\ncontinue it with: %s (or remove the training folder to start over)", err, resume)
 	}
 	return err
 }
