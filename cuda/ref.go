@@ -38,14 +38,19 @@ func RMSNormRef(x, w []float32, n, d int, eps float64) []float32 {
 // a = pos[t] * theta^(-2i/hd), the pair (x[i], x[i+hd/2]) becomes
 // (x[i] cos a - x[i+hd/2] sin a, x[i+hd/2] cos a + x[i] sin a).
 func RoPERef(x []float32, pos []int, heads, hd int, theta float64) []float32 {
+	return ropeRotate(x, pos, heads, hd, theta, 1)
+}
+
+// ropeRotate rotates each (x[i], x[i+hd/2]) pair of every head by sign·a,
+// a = pos[t]·theta^(-2i/hd): sign 1 is RoPE, -1 its transpose (the backward).
+func ropeRotate(x []float32, pos []int, heads, hd int, theta, sign float64) []float32 {
 	out := make([]float32, len(x))
 	half := hd / 2
 	for t := range pos {
 		for h := 0; h < heads; h++ {
 			base := (t*heads + h) * hd
 			for i := 0; i < half; i++ {
-				a := float64(pos[t]) * math.Pow(theta, -float64(2*i)/float64(hd))
-				s, c := math.Sincos(a)
+				s, c := math.Sincos(sign * float64(pos[t]) * math.Pow(theta, -float64(2*i)/float64(hd)))
 				x1, x2 := float64(x[base+i]), float64(x[base+i+half])
 				out[base+i] = float32(x1*c - x2*s)
 				out[base+i+half] = float32(x2*c + x1*s)

@@ -25,6 +25,13 @@ type CheckResult struct {
 // The error is for failures that stop the checks (compiling, memory); a
 // kernel that computes wrong values gives a result with Err set.
 func CheckKernels(ctx context.Context, d *Device, seed uint64) ([]CheckResult, error) {
+	return runChecks(ctx, d, seed, 0, (*checker).all)
+}
+
+// runChecks runs suite once per storage type (F32 and the device's half
+// type), with the kernels compiled for that type and inputs drawn from
+// PCG(seed, stream+type), and gathers the results; a fatal error stops it.
+func runChecks(ctx context.Context, d *Device, seed, stream uint64, suite func(*checker)) ([]CheckResult, error) {
 	var results []CheckResult
 	err := d.Do(func() error {
 		blas, err := d.NewBLAS()
@@ -40,8 +47,8 @@ func CheckKernels(ctx context.Context, d *Device, seed uint64) ([]CheckResult, e
 			if err != nil {
 				return err
 			}
-			c := &checker{d: d, o: ops{d, m}, blas: blas, e: e, r: rand.New(rand.NewPCG(seed, uint64(e)))}
-			c.all()
+			c := &checker{d: d, o: ops{d, m}, blas: blas, e: e, r: rand.New(rand.NewPCG(seed, stream+uint64(e)))}
+			suite(c)
 			m.Unload()
 			results = append(results, c.results...)
 			if c.fatal != nil {

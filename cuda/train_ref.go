@@ -37,21 +37,7 @@ func RMSNormBwdRef(x, w, dy []float32, n, d int, eps float64) []float32 {
 // RoPEBwdRef returns the gradient with respect to x of sum(dy ∘ RoPERef(x)):
 // each pair rotated by −a, the transpose of RoPE's rotation.
 func RoPEBwdRef(dy []float32, pos []int, heads, hd int, theta float64) []float32 {
-	out := make([]float32, len(dy))
-	half := hd / 2
-	for t := range pos {
-		for h := 0; h < heads; h++ {
-			base := (t*heads + h) * hd
-			for i := 0; i < half; i++ {
-				a := float64(pos[t]) * math.Pow(theta, -float64(2*i)/float64(hd))
-				s, c := math.Sincos(a)
-				g1, g2 := float64(dy[base+i]), float64(dy[base+i+half])
-				out[base+i] = float32(g1*c + g2*s)
-				out[base+i+half] = float32(g2*c - g1*s)
-			}
-		}
-	}
-	return out
+	return ropeRotate(dy, pos, heads, hd, theta, -1)
 }
 
 // attnProbs returns, for packed row t (of the sequence starting at start)

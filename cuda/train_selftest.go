@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 )
 
 // CheckTrainKernels runs every training kernel (and the LoRA and
@@ -19,32 +18,7 @@ import (
 // element it skips keeps its start value and fails. The dropout masks and
 // AdamW must match their references exactly.
 func CheckTrainKernels(ctx context.Context, d *Device, seed uint64) ([]CheckResult, error) {
-	var results []CheckResult
-	err := d.Do(func() error {
-		blas, err := d.NewBLAS()
-		if err != nil {
-			return err
-		}
-		defer blas.Destroy()
-		for _, e := range []Elem{F32, ElemFor(d.Major, d.Minor)} {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			m, err := d.LoadKernels(e)
-			if err != nil {
-				return err
-			}
-			c := &checker{d: d, o: ops{d, m}, blas: blas, e: e, r: rand.New(rand.NewPCG(seed, 0x7a11+uint64(e)))}
-			c.train()
-			m.Unload()
-			results = append(results, c.results...)
-			if c.fatal != nil {
-				return c.fatal
-			}
-		}
-		return nil
-	})
-	return results, err
+	return runChecks(ctx, d, seed, 0x7a11, (*checker).train)
 }
 
 // backend is the training step's device backend over the checker's kernels.

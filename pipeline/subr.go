@@ -33,11 +33,9 @@ func itemTexts(ds *data.Dataset) []string {
 // 4.2), from OUTPUT_DIR/subr/item_embeddings.safetensors when its fingerprint
 // (model files + item texts) matches, else computed with the engine and saved.
 func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix, error) {
-	m, err := r.openModel()
-	if err != nil {
+	if err := r.generateModel(); err != nil {
 		return nil, err
 	}
-	defer m.Close()
 	texts := itemTexts(ds)
 	mfp, err := modelFingerprint(r.Cfg.Model.Path)
 	if err != nil {
@@ -49,6 +47,11 @@ func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix
 		r.Log.Info("embed: embeddings are up to date, skipped", "path", path, "items", len(mat.Rows))
 		return mat, nil
 	}
+	m, err := r.openModel()
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
 	tok, err := r.loadTokenizer()
 	if err != nil {
 		return nil, err
