@@ -124,6 +124,9 @@ func Save(root string, c Contents) (dir string, err error) {
 	if err != nil {
 		return "", fmt.Errorf("checkpoints: save %s: %w", name, err)
 	}
+	if err := os.Chmod(tmp, 0o755); err != nil { // MkdirTemp makes 0700
+		return "", fmt.Errorf("checkpoints: save %s: %w", name, err)
+	}
 	defer func() {
 		if err != nil {
 			os.RemoveAll(tmp)

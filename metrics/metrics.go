@@ -3,6 +3,7 @@
 package metrics
 
 import (
+	"encoding/json"
 	"math"
 	"sort"
 )
@@ -13,6 +14,51 @@ type Result struct {
 	LogLoss  float64 `json:"logloss"`
 	Accuracy float64 `json:"acc"`
 	N        int     `json:"n"`
+}
+
+// Defined reports whether the AUC is a number: it is not when the labels
+// hold one class only (or none).
+func (r Result) Defined() bool { return !math.IsNaN(r.AUC) && !math.IsInf(r.AUC, 0) }
+
+// jsonResult is Result as JSON holds it: a metric that is not a finite
+// number (the AUC of one class, any metric of no samples) is null, since
+// JSON has no NaN.
+type jsonResult struct {
+	AUC      *float64 `json:"auc"`
+	LogLoss  *float64 `json:"logloss"`
+	Accuracy *float64 `json:"acc"`
+	N        int      `json:"n"`
+}
+
+// Finite returns &v, or nil when v is NaN or infinite, so that encoding/json
+// writes null instead of failing with "unsupported value: NaN".
+func Finite(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}
+
+func orNaN(p *float64) float64 {
+	if p == nil {
+		return math.NaN()
+	}
+	return *p
+}
+
+// MarshalJSON writes the metrics with null for an undefined value.
+func (r Result) MarshalJSON() ([]byte, error) {
+	return json.Marshal(jsonResult{Finite(r.AUC), Finite(r.LogLoss), Finite(r.Accuracy), r.N})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes; null becomes NaN.
+func (r *Result) UnmarshalJSON(b []byte) error {
+	var j jsonResult
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*r = Result{AUC: orNaN(j.AUC), LogLoss: orNaN(j.LogLoss), Accuracy: orNaN(j.Accuracy), N: j.N}
+	return nil
 }
 
 // Clip is the probability clipping applied before the log loss.

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -67,5 +68,43 @@ func TestLogLossAndAccuracy(t *testing.T) {
 	r := Compute(labels, p)
 	if r.N != 4 || r.AUC != bruteAUC(labels, p) {
 		t.Errorf("Compute: got %+v", r)
+	}
+}
+
+// A single-class evaluation has no AUC: its JSON holds null there (not a
+// failed encode), keeps log loss and accuracy, and reads back as NaN.
+func TestSingleClassResultJSON(t *testing.T) {
+	r := Compute([]int{1, 1, 1}, []float64{0.9, 0.2, 0.6})
+	if r.Defined() || !math.IsNaN(r.AUC) {
+		t.Fatalf("AUC of one class: got %v, want NaN", r.AUC)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := m["auc"]; !ok || v != nil {
+		t.Errorf("auc: got %v (present %v), want null in %s", v, ok, b)
+	}
+	if m["acc"] != 2.0/3 || m["n"] != 3.0 {
+		t.Errorf("acc/n lost: %s", b)
+	}
+	want := -(math.Log(0.9) + math.Log(0.2) + math.Log(0.6)) / 3
+	if v, _ := m["logloss"].(float64); math.Abs(v-want) > 1e-12 {
+		t.Errorf("logloss: got %v, want %v", m["logloss"], want)
+	}
+	var back Result
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !math.IsNaN(back.AUC) || back.Accuracy != r.Accuracy || back.N != 3 {
+		t.Errorf("read back %+v, want %+v", back, r)
+	}
+	inf := Result{AUC: 0.5, LogLoss: math.Inf(1), N: 0, Accuracy: math.NaN()}
+	if b, err := json.Marshal(inf); err != nil || string(b) != `{"auc":0.5,"logloss":null,"acc":null,"n":0}` {
+		t.Errorf("Inf/NaN: got %s, %v", b, err)
 	}
 }

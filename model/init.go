@@ -93,6 +93,9 @@ func Init(dir string, o InitOptions) error {
 		return fmt.Errorf("model: init: %w", err)
 	}
 	defer os.RemoveAll(tmp)
+	if err := os.Chmod(tmp, 0o755); err != nil { // MkdirTemp makes 0700
+		return fmt.Errorf("model: init: %w", err)
+	}
 
 	cj := map[string]any{
 		"architectures": []string{"LlamaForCausalLM"}, "model_type": "llama", "hidden_act": "silu",

@@ -9,8 +9,13 @@ import (
 	"path/filepath"
 )
 
+// Mode is the permission of the files Write creates (the folders it creates
+// are 0755): readable by everyone, as os.Create would make them, rather than
+// the 0600 of a temporary file.
+const Mode = 0o644
+
 // Write creates path through fill: a temporary file beside it is written,
-// fsynced and renamed into place, then the folder is fsynced. On any error
+// fsynced, given Mode and renamed into place, then the folder is fsynced. On any error
 // the temporary file is removed and an existing file at path is untouched.
 func Write(path string, fill func(w io.Writer) error) error {
 	dir := filepath.Dir(path)
@@ -28,6 +33,9 @@ func Write(path string, fill func(w io.Writer) error) error {
 			os.Remove(tmp.Name())
 		}
 	}()
+	if err := tmp.Chmod(Mode); err != nil {
+		return fmt.Errorf("write %s: chmod: %w", path, err)
+	}
 	if err := fill(tmp); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
