@@ -55,6 +55,7 @@ func Prepare(ctx context.Context, opts Options, cacheDir string, log *slog.Logge
 	switch {
 	case err == nil:
 		log.Info("data: reusing cached samples", "path", path)
+		rep.Fingerprint = fp
 		return ds, rep, true, nil
 	case errors.Is(err, os.ErrNotExist):
 		log.Debug("data: no cache yet", "path", path)
@@ -67,6 +68,7 @@ func Prepare(ctx context.Context, opts Options, cacheDir string, log *slog.Logge
 	if err != nil {
 		return nil, nil, false, err
 	}
+	rep.Fingerprint = fp
 	err = atomicfile.Write(path, func(w io.Writer) error {
 		bw := bufio.NewWriterSize(w, 1<<20)
 		enc := gob.NewEncoder(bw)

@@ -43,6 +43,11 @@ type Report struct {
 	Samples int   `json:"samples"`
 	Stats   Stats `json:"stats"`
 
+	// Fingerprint identifies the inputs and options the samples were built
+	// from (see Fingerprint); Prepare sets it, so that later stages can say
+	// which data their results came from.
+	Fingerprint string `json:"fingerprint,omitempty"`
+
 	// Notes explain choices that a reader of the results should know about
 	// (subsampling, how a validation split was made).
 	Notes []string `json:"notes,omitempty"`

@@ -30,6 +30,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
 
 	"github.com/rella-project/rella/internal/atomicfile"
 )
@@ -48,17 +50,49 @@ type Row struct {
 	AUC     float64 // test AUC
 }
 
-// Plot size.
+// Plot size: 8 x 5 inches at 150 dpi, 1200 x 750 pixels.
 const (
-	plotWidth  = 16 * vg.Centimeter
-	plotHeight = 10 * vg.Centimeter
+	plotWidth  = 8 * vg.Inch
+	plotHeight = 5 * vg.Inch
+	plotDPI    = 150
 )
 
+// Info says what a study measured, for the plot's title.
+type Info struct {
+	Dataset string // e.g. ml-1m
+	Model   string // model folder or name; the title shows its base name
+	Split   string // the split the AUC is measured on
+	N       int    // samples scored for each point
+}
+
+// title is the plot's title: the study, then the dataset, model, split and
+// sample count that are known.
+func (in Info) title(name string) string {
+	var parts []string
+	if in.Dataset != "" {
+		parts = append(parts, in.Dataset)
+	}
+	if in.Model != "" {
+		parts = append(parts, "model "+filepath.Base(filepath.Clean(in.Model)))
+	}
+	if in.Split != "" {
+		parts = append(parts, in.Split+" split")
+	}
+	if in.N > 0 {
+		parts = append(parts, "n = "+strconv.Itoa(in.N))
+	}
+	if len(parts) == 0 {
+		return name
+	}
+	return name + "\n" + strings.Join(parts, ", ")
+}
+
 // WriteStudy writes dir/name.csv (columns param, x, variant, auc; rows
-// sorted by variant in order of first appearance, then by x) and
-// dir/name.png (one line per variant, AUC against x; log x axis for N).
-// Both files are written atomically.
-func WriteStudy(dir, name string, rows []Row) error {
+// sorted by variant in order of first appearance, then by x; an undefined
+// AUC, NaN, is an empty cell) and dir/name.png (one line per variant, AUC
+// against x, ticks at the studied values; log x axis for N; titled with
+// info). Both files are written atomically.
+func WriteStudy(dir, name string, info Info, rows []Row) error {
 	if name == "" || strings.ContainsAny(name, `/\`) || name != filepath.Base(name) {
 		return fmt.Errorf("experiments: study name %q is not a plain file name", name)
 	}
@@ -73,16 +107,14 @@ func WriteStudy(dir, name string, rows []Row) error {
 	if err != nil {
 		return fmt.Errorf("experiments: study %s: %w", name, err)
 	}
-	p, err := newPlot(name, param, series)
+	p, err := newPlot(info.title(name), param, series)
 	if err != nil {
 		return fmt.Errorf("experiments: study %s: %w", name, err)
 	}
-	wt, err := p.WriterTo(plotWidth, plotHeight, "png")
-	if err != nil {
-		return fmt.Errorf("experiments: study %s: %w", name, err)
-	}
+	c := vgimg.NewWith(vgimg.UseWH(plotWidth, plotHeight), vgimg.UseDPI(plotDPI))
+	p.Draw(draw.New(c))
 	err = atomicfile.Write(filepath.Join(dir, name+".png"), func(w io.Writer) error {
-		_, err := wt.WriteTo(w)
+		_, err := vgimg.PngCanvas{Canvas: c}.WriteTo(w)
 		return err
 	})
 	if err != nil {
@@ -116,7 +148,7 @@ func group(rows []Row) ([]series, error) {
 			return nil, fmt.Errorf("row %d: param %q differs from %q", i, r.Param, param)
 		case r.Variant == "":
 			return nil, fmt.Errorf("row %d: empty variant", i)
-		case math.IsNaN(r.AUC) || r.AUC < 0 || r.AUC > 1:
+		case !math.IsNaN(r.AUC) && !(r.AUC >= 0 && r.AUC <= 1):
 			return nil, fmt.Errorf("row %d: AUC %v outside [0, 1]", i, r.AUC)
 		case r.X <= 0:
 			return nil, fmt.Errorf("row %d: %s = %d, want positive", i, param, r.X)
@@ -134,8 +166,15 @@ func group(rows []Row) ([]series, error) {
 		}
 		out[j].pts = append(out[j].pts, r)
 	}
+	defined := false
 	for _, s := range out {
 		slices.SortFunc(s.pts, func(a, b Row) int { return a.X - b.X })
+		for _, r := range s.pts {
+			defined = defined || !math.IsNaN(r.AUC)
+		}
+	}
+	if !defined {
+		return nil, fmt.Errorf("every AUC is undefined (the scored samples have one label): nothing to plot")
 	}
 	return out, nil
 }
@@ -147,7 +186,11 @@ func writeCSV(w io.Writer, param string, ss []series) error {
 	}
 	for _, s := range ss {
 		for _, r := range s.pts {
-			rec := []string{param, strconv.Itoa(r.X), r.Variant, strconv.FormatFloat(r.AUC, 'f', -1, 64)}
+			auc := strconv.FormatFloat(r.AUC, 'f', -1, 64)
+			if math.IsNaN(r.AUC) {
+				auc = "" // undefined: one label only
+			}
+			rec := []string{param, strconv.Itoa(r.X), r.Variant, auc}
 			if err := cw.Write(rec); err != nil {
 				return err
 			}
@@ -157,24 +200,26 @@ func writeCSV(w io.Writer, param string, ss []series) error {
 	return cw.Error()
 }
 
-func newPlot(name, param string, ss []series) (*plot.Plot, error) {
+func newPlot(title, param string, ss []series) (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = name
+	p.Title.Text = title
 	p.Y.Label.Text = "AUC"
 	if param == ParamN {
 		p.X.Label.Text = "N (training samples)"
 		p.X.Scale = plot.LogScale{}
-		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	} else {
 		p.X.Label.Text = "K (history length)"
 	}
+	p.X.Tick.Marker = studiedTicks(ss)
 	p.Legend.Top = true
 	p.Legend.Left = false
 	args := make([]any, 0, 2*len(ss))
 	for _, s := range ss {
-		xy := make(plotter.XYs, len(s.pts))
-		for i, r := range s.pts {
-			xy[i] = plotter.XY{X: float64(r.X), Y: r.AUC}
+		xy := make(plotter.XYs, 0, len(s.pts))
+		for _, r := range s.pts {
+			if !math.IsNaN(r.AUC) { // an undefined AUC is no point
+				xy = append(xy, plotter.XY{X: float64(r.X), Y: r.AUC})
+			}
 		}
 		args = append(args, s.variant, xy)
 	}
@@ -187,11 +232,30 @@ func newPlot(name, param string, ss []series) (*plot.Plot, error) {
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, s := range ss {
 		for _, r := range s.pts {
-			lo, hi = min(lo, r.AUC), max(hi, r.AUC)
+			if !math.IsNaN(r.AUC) {
+				lo, hi = min(lo, r.AUC), max(hi, r.AUC)
+			}
 		}
 	}
 	span := max(hi-lo, 0.01)
 	p.Y.Min = lo - 0.05*span
 	p.Y.Max = hi + 0.15*span*float64(len(ss)+1)
 	return p, nil
+}
+
+// studiedTicks puts the x axis' labelled ticks at the studied values.
+func studiedTicks(ss []series) plot.ConstantTicks {
+	var xs []int
+	for _, s := range ss {
+		for _, r := range s.pts {
+			xs = append(xs, r.X)
+		}
+	}
+	slices.Sort(xs)
+	xs = slices.Compact(xs)
+	ticks := make(plot.ConstantTicks, len(xs))
+	for i, x := range xs {
+		ticks[i] = plot.Tick{Value: float64(x), Label: strconv.Itoa(x)}
+	}
+	return ticks
 }

@@ -3,9 +3,11 @@ package experiments
 import (
 	"encoding/csv"
 	"image/png"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"gonum.org/v1/plot/plotutil"
@@ -37,7 +39,7 @@ func checkPNG(t *testing.T, path string) {
 		t.Fatalf("%s does not decode as PNG: %v", path, err)
 	}
 	b := img.Bounds()
-	if b.Dx() < 300 || b.Dy() < 200 || b.Dx() > 4000 || b.Dy() > 4000 {
+	if b.Dx() < 1000 || b.Dy() < 600 || b.Dx() > 4000 || b.Dy() > 4000 {
 		t.Fatalf("%s: size %dx%d", path, b.Dx(), b.Dy())
 	}
 	// The first two lines' colours must appear: the lines were drawn.
@@ -69,7 +71,7 @@ func TestWriteStudyK(t *testing.T) {
 		{ParamK, 30, "zero-shot + SUBR", 0.5883},
 		{ParamK, 15, "zero-shot + SUBR", 0.571},
 	}
-	if err := WriteStudy(dir, "ml1m-k", rows); err != nil {
+	if err := WriteStudy(dir, "ml1m-k", Info{}, rows); err != nil {
 		t.Fatal(err)
 	}
 	want := [][]string{
@@ -94,7 +96,7 @@ func TestWriteStudyNLog(t *testing.T) {
 	for i, n := range []int{64, 128, 256, 1024, 8192} {
 		rows = append(rows, Row{ParamN, n, "ReiT", 0.70 + 0.01*float64(i)}, Row{ParamN, n, "recency only", 0.68 + 0.01*float64(i)})
 	}
-	if err := WriteStudy(dir, "ml1m-n", rows); err != nil {
+	if err := WriteStudy(dir, "ml1m-n", Info{}, rows); err != nil {
 		t.Fatal(err)
 	}
 	got := readCSV(t, filepath.Join(dir, "ml1m-n.csv"))
@@ -112,18 +114,51 @@ func TestWriteStudyRejects(t *testing.T) {
 		"unknown param": {{"M", 5, "a", 0.5}},
 		"duplicate":     {{ParamK, 5, "a", 0.5}, {ParamK, 5, "a", 0.6}},
 		"auc above 1":   {{ParamK, 5, "a", 1.5}},
+		"all undefined": {{ParamK, 5, "a", math.NaN()}},
 		"zero N":        {{ParamN, 0, "a", 0.5}},
 		"empty variant": {{ParamK, 5, "", 0.5}},
 	}
 	for name, rows := range bad {
-		if err := WriteStudy(dir, "s", rows); err == nil {
+		if err := WriteStudy(dir, "s", Info{}, rows); err == nil {
 			t.Errorf("%s: want error", name)
 		}
 	}
-	if err := WriteStudy(dir, "../s", []Row{{ParamK, 5, "a", 0.5}}); err == nil {
+	if err := WriteStudy(dir, "../s", Info{}, []Row{{ParamK, 5, "a", 0.5}}); err == nil {
 		t.Error("name with a path: want error")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "s.csv")); !os.IsNotExist(err) {
 		t.Error("a rejected study left a file behind")
 	}
+}
+
+// The title names the dataset, model, split and n; the x ticks sit at the
+// studied values; an undefined AUC (one label) is an empty CSV cell and no
+// point, not a failed write.
+func TestStudyTitleTicksAndUndefinedAUC(t *testing.T) {
+	info := Info{Dataset: "ml-1m", Model: "/models/vicuna-13b", Split: "test", N: 8}
+	if got := info.title("auc-vs-K"); !strings.Contains(got, "ml-1m") || !strings.Contains(got, "vicuna-13b") ||
+		!strings.Contains(got, "test split") || !strings.Contains(got, "n = 8") || strings.Contains(got, "/models") {
+		t.Errorf("title %q", got)
+	}
+	rows := []Row{{ParamK, 5, "a", 0.6}, {ParamK, 15, "a", math.NaN()}, {ParamK, 30, "a", 0.65}, {ParamK, 5, "b", 0.55}}
+	ss, err := group(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []float64
+	for _, tk := range studiedTicks(ss) {
+		got = append(got, tk.Value)
+	}
+	if !slices.Equal(got, []float64{5, 15, 30}) {
+		t.Errorf("ticks %v, want 5 15 30", got)
+	}
+	dir := t.TempDir()
+	if err := WriteStudy(dir, "k", info, rows); err != nil {
+		t.Fatalf("a study with an undefined AUC: %v", err)
+	}
+	recs := readCSV(t, filepath.Join(dir, "k.csv"))
+	if recs[2][1] != "15" || recs[2][3] != "" {
+		t.Errorf("undefined AUC row: %v", recs[2])
+	}
+	checkPNG(t, filepath.Join(dir, "k.png"))
 }

@@ -26,6 +26,9 @@ type Runner struct {
 	// Force lets training resume from a checkpoint whose run-defining
 	// settings differ from the current config (the checkpoint's win).
 	Force bool
+
+	fp        fingerprints // of the data, model and tokenizer, once computed
+	warnedAUC bool         // the undefined-AUC warning was given
 }
 
 // subrPath returns a path inside the folder of the SUBR artefacts.

@@ -29,6 +29,7 @@ func (r *Runner) Prepare(ctx context.Context) (*data.Dataset, error) {
 		return nil, fmt.Errorf("prepare: %w", err)
 	}
 	if rep != nil {
+		r.fp.data = rep.Fingerprint
 		if err := writeJSON(r.path("data", "report.json"), rep); err != nil {
 			return nil, fmt.Errorf("prepare: %w", err)
 		}

@@ -2,52 +2,98 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/rella-project/rella/internal/atomicfile"
 	"github.com/rella-project/rella/metrics"
 )
 
-// Summary collects the metrics a run produced, by variant.
+// Summary collects the results a run produced, one row per variant.
 type Summary struct {
-	Split string
-	Rows  []SummaryRow
+	Rows []Result
 }
 
-// SummaryRow is one line of the summary table.
-type SummaryRow struct {
-	Name   string
-	Result metrics.Result
-}
+// Summary files Run writes into the output folder.
+const (
+	SummaryMarkdown = "summary.md"
+	SummaryJSON     = "summary.json"
+)
 
-// Table renders the summary for a person.
+// Table renders the summary for a person: a row per variant with its
+// split, sample count, K, AUC (n/a when the samples have one label), log
+// loss and accuracy.
 func (s *Summary) Table() string {
 	if len(s.Rows) == 0 {
 		return ""
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-28s %8s %8s %8s %8s\n", "variant ("+s.Split+")", "n", "auc", "logloss", "acc")
+	fmt.Fprintf(&b, "%-34s %-6s %7s %4s %8s %8s %8s\n", "variant", "split", "n", "K", "auc", "logloss", "acc")
 	for _, r := range s.Rows {
-		fmt.Fprintf(&b, "%-28s %8d %8.4f %8.4f %8.4f\n", r.Name, r.Result.N, r.Result.AUC, r.Result.LogLoss, r.Result.Accuracy)
+		m := r.Metrics
+		fmt.Fprintf(&b, "%-34s %-6s %7d %4d %s %s %s\n", r.Name(), r.Variant.Split, m.N, r.K,
+			fmtMetric(m.AUC, 8), fmtMetric(m.LogLoss, 8), fmtMetric(m.Accuracy, 8))
 	}
 	return b.String()
 }
 
-var variantNames = map[string]string{
-	"score":      "zero-shot (recency top-K)",
-	"score-subr": "zero-shot + SUBR",
-	"train":      "fine-tuned (LoRA)",
+// Markdown renders the summary as a Markdown table, with the folder of
+// each row's metrics.json and predictions.jsonl.
+func (s *Summary) Markdown(outputDir string) string {
+	var b strings.Builder
+	b.WriteString("| variant | split | n | K | AUC | log loss | accuracy | results |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---|\n")
+	for _, r := range s.Rows {
+		m := r.Metrics
+		dir := r.Dir
+		if rel, err := filepath.Rel(outputDir, r.Dir); err == nil {
+			dir = rel
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %s | %s | `%s` |\n", r.Name(), r.Variant.Split, m.N, r.K,
+			strings.TrimSpace(fmtMetric(m.AUC, 0)), strings.TrimSpace(fmtMetric(m.LogLoss, 0)), strings.TrimSpace(fmtMetric(m.Accuracy, 0)), filepath.ToSlash(dir))
+	}
+	return b.String()
 }
 
-// Run executes the config's stages in order. With resume, a stage whose
-// results are already in the output folder is not run again, and training
-// continues from its newest complete checkpoint.
+// summaryRow is one row of summary.json.
+type summaryRow struct {
+	Variant string         `json:"variant"`
+	Stage   string         `json:"stage"`
+	Split   string         `json:"split"`
+	History string         `json:"history"`
+	Adapter string         `json:"adapter,omitempty"`
+	K       int            `json:"k"`
+	Dir     string         `json:"dir"`
+	Reused  bool           `json:"reused"`
+	Metrics metrics.Result `json:"metrics"` // auc is null when undefined
+}
+
+// Write writes the summary to OUTPUT_DIR/summary.md and summary.json.
+func (s *Summary) Write(outputDir string) error {
+	rows := make([]summaryRow, len(s.Rows))
+	for i, r := range s.Rows {
+		rows[i] = summaryRow{Variant: r.Name(), Stage: r.Variant.Stage, Split: r.Variant.Split, History: r.Variant.History,
+			Adapter: r.Variant.Adapter, K: r.K, Dir: r.Dir, Reused: r.Reused, Metrics: r.Metrics}
+	}
+	if err := writeJSON(filepath.Join(outputDir, SummaryJSON), map[string]any{"rows": rows}); err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(outputDir, SummaryMarkdown), []byte(s.Markdown(outputDir))); err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	return nil
+}
+
+// Run executes the config's stages in order and writes the summary to
+// OUTPUT_DIR/summary.{md,json}. With resume, a stage whose results are in
+// the output folder with the fingerprint of the current settings is not
+// run again (a result made with other settings is recomputed, and the log
+// says which settings differ), and training continues from its newest
+// complete checkpoint.
 func (r *Runner) Run(ctx context.Context, resume bool) (*Summary, error) {
 	c := r.Cfg
-	sum := &Summary{Split: c.Evaluation.Split}
+	sum := &Summary{}
 	ds, err := r.Prepare(ctx)
 	if err != nil {
 		return nil, err
@@ -68,44 +114,25 @@ func (r *Runner) Run(ctx context.Context, resume bool) (*Summary, error) {
 				return sum, err
 			}
 		case "score":
-			if resume && r.readMetrics("score", sum) {
-				r.Log.Info("score: already done, skipped (--resume)")
-				r.readMetrics("score-subr", sum)
-				continue
-			}
-			res, err := r.Score(ctx, ds, c.Evaluation.Split)
+			res, err := r.Score(ctx, ds, c.Evaluation.Split, resume)
 			if err != nil {
 				return sum, err
 			}
-			for _, name := range []string{"score", "score-subr"} {
-				if m, ok := res[name]; ok {
-					sum.Rows = append(sum.Rows, SummaryRow{variantNames[name], m})
-				}
-			}
+			sum.Rows = append(sum.Rows, res...)
 		case "train":
 			res, err := r.Train(ctx, ds, resume)
 			if err != nil {
 				return sum, err
 			}
-			sum.Rows = append(sum.Rows, SummaryRow{variantNames["train"], res})
+			sum.Rows = append(sum.Rows, res...)
 		default:
 			return sum, fmt.Errorf("stages: unknown stage %q", stage)
 		}
 	}
+	if len(sum.Rows) > 0 {
+		if err := sum.Write(c.OutputDir); err != nil {
+			return sum, err
+		}
+	}
 	return sum, nil
-}
-
-// readMetrics adds the metrics.json a finished stage wrote to sum; it
-// reports whether there was one.
-func (r *Runner) readMetrics(name string, sum *Summary) bool {
-	b, err := os.ReadFile(r.path(name, "metrics.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return false
-	}
-	var m metrics.Result
-	if err != nil || json.Unmarshal(b, &m) != nil {
-		return false
-	}
-	sum.Rows = append(sum.Rows, SummaryRow{variantNames[name], m})
-	return true
 }

@@ -28,16 +28,38 @@ type Scorer struct {
 // first). Sequences are run in batches sorted by length, so that little
 // padding is wasted, and the results come back in the input order.
 func (s *Scorer) PYes(ctx context.Context, seqs [][]int, desc string) ([]float64, error) {
+	return s.pYes(ctx, seqs, desc, nil, nil)
+}
+
+// pYes is PYes continuing an interrupted pass: known holds the results that
+// pass saved (index -> P(Yes)); the batches it finished are not run again
+// (the batches are the same whatever was interrupted, so the results are
+// too). save, when set, gets every batch scored here.
+func (s *Scorer) pYes(ctx context.Context, seqs [][]int, desc string, known map[int]float64, save func(idx []int, p []float64) error) ([]float64, error) {
 	order := make([]int, len(seqs))
 	for i := range order {
 		order[i] = i
 	}
 	sort.SliceStable(order, func(a, b int) bool { return len(seqs[order[a]]) < len(seqs[order[b]]) })
-	bar := newBar(s.Progress, len(seqs), desc, "samples")
-	defer bar.Finish()
 	p := make([]float64, len(seqs))
 	bs := max(s.BatchSize, 1)
-	for start := 0; start < len(order); start += bs {
+	done := 0
+	for done < len(order) {
+		if _, ok := known[order[done]]; !ok {
+			break
+		}
+		done++
+	}
+	if done < len(order) {
+		done = done / bs * bs // resume at a batch boundary
+	}
+	for _, j := range order[:done] {
+		p[j] = known[j]
+	}
+	bar := newBar(s.Progress, len(seqs), desc, "samples")
+	defer bar.Finish()
+	bar.Add(done)
+	for start := done; start < len(order); start += bs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -50,8 +72,15 @@ func (s *Scorer) PYes(ctx context.Context, seqs [][]int, desc string) ([]float64
 		if err != nil {
 			return nil, fmt.Errorf("score: %w", err)
 		}
+		out := make([]float64, len(idx))
 		for i, j := range idx {
 			p[j] = pYes(float64(logits[i][0]), float64(logits[i][1]))
+			out[i] = p[j]
+		}
+		if save != nil {
+			if err := save(idx, out); err != nil {
+				return nil, fmt.Errorf("score: saving finished predictions: %w", err)
+			}
 		}
 		bar.Add(len(idx))
 	}

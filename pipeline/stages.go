@@ -1,18 +1,15 @@
 package pipeline
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 
 	"github.com/rella-project/rella/cpu"
 	"github.com/rella-project/rella/data"
-	"github.com/rella-project/rella/internal/atomicfile"
 	"github.com/rella-project/rella/lora"
 	"github.com/rella-project/rella/metrics"
 	"github.com/rella-project/rella/prompt"
+	"github.com/rella-project/rella/tokenizer"
 )
 
 // encodePrompts renders each sample's prompt with the histories sel picks,
@@ -32,111 +29,140 @@ func (r *Runner) encodePrompts(ds *data.Dataset, samples []data.Sample, sel prom
 	return seqs, nil
 }
 
-// Prediction is one scored sample, as predictions.jsonl holds it.
-type Prediction struct {
-	Index int     `json:"index"`
-	Label int     `json:"label"`
-	P     float64 `json:"p"`
+// Result is one evaluated variant: where its files are and its metrics.
+type Result struct {
+	Variant Variant
+	Dir     string // folder holding metrics.json and predictions.jsonl
+	K       int
+	Metrics metrics.Result
+	Reused  bool // a resumed run found it up to date
 }
 
-// writePredictions writes predictions.jsonl and metrics.json into dir and
-// returns the metrics.
-func writePredictions(dir string, samples []data.Sample, p []float64) (metrics.Result, error) {
-	labels := make([]int, len(samples))
-	for i, s := range samples {
-		labels[i] = int(s.Label)
-	}
-	err := atomicfile.Write(dir+"/predictions.jsonl", func(w io.Writer) error {
-		bw := bufio.NewWriter(w)
-		enc := json.NewEncoder(bw)
-		for i := range samples {
-			if err := enc.Encode(Prediction{Index: i, Label: labels[i], P: p[i]}); err != nil {
-				return err
-			}
-		}
-		return bw.Flush()
-	})
-	if err != nil {
-		return metrics.Result{}, err
-	}
-	res := metrics.Compute(labels, p)
-	if err := writeJSON(dir+"/metrics.json", res); err != nil {
-		return metrics.Result{}, err
-	}
-	return res, nil
-}
+// Name is the variant's row name.
+func (r Result) Name() string { return r.Variant.Name() }
 
-// Score runs zero-shot scoring on evaluation.split: with recency histories
-// into OUTPUT_DIR/score, and, when retrieval.enabled, with SUBR histories
-// into OUTPUT_DIR/score-subr. It returns the metrics by variant name.
-func (r *Runner) Score(ctx context.Context, ds *data.Dataset, split string) (map[string]metrics.Result, error) {
+// Score scores split with recency histories into
+// OUTPUT_DIR/score/<split>-recency and, when retrieval.enabled, with SUBR
+// histories into OUTPUT_DIR/score/<split>-subr; with model.adapter the
+// folder names end in the adapter's tag (see Variant.Dir). With reuse, a
+// variant whose metrics.json has the fingerprint of the current settings is
+// not scored again. An interrupted pass continues from its finished batches.
+func (r *Runner) Score(ctx context.Context, ds *data.Dataset, split string, reuse bool) ([]Result, error) {
+	c := r.Cfg
 	all, err := ds.Split(split)
 	if err != nil {
 		return nil, err
 	}
-	samples := r.Cfg.Data.Limit(all)
+	samples := c.Data.Limit(all)
 	if len(samples) == 0 {
 		return nil, fmt.Errorf("score: the %s split has no samples", split)
 	}
-	// Selectors first: SUBR may need to embed the items, with an engine of
-	// its own that is closed again before the scoring engine opens.
-	type variant struct {
-		name string
-		sel  prompt.Selector
-	}
-	variants := []variant{{"score", prompt.Recent{}}}
-	if r.Cfg.Retrieval.Enabled {
-		subr, err := r.SUBRSelector(ctx, ds)
-		if err != nil {
-			return nil, err
-		}
-		variants = append(variants, variant{"score-subr", subr})
-	}
-	m, err := r.openModel()
-	if err != nil {
-		return nil, err
-	}
-	defer m.Close()
-	tok, err := r.loadTokenizer()
-	if err != nil {
-		return nil, err
-	}
-	yes, no, err := answerIDs(tok)
-	if err != nil {
-		return nil, err
-	}
-	var adapter *cpu.LoRA
-	if r.Cfg.Model.Adapter != "" {
-		o, params, err := lora.Load(r.Cfg.Model.Adapter)
-		if err != nil {
+	adapterFP := ""
+	if c.Model.Adapter != "" {
+		if adapterFP, err = adapterFingerprint(c.Model.Adapter); err != nil {
 			return nil, fmt.Errorf("model.adapter: %w", err)
 		}
-		adapter = &cpu.LoRA{Scale: o.Scale(), Dropout: o.Dropout, Params: params}
-		r.Log.Info("score: with LoRA adapter", "adapter", r.Cfg.Model.Adapter, "tensors", len(params))
 	}
-	eng, err := r.openEngine(m, adapter)
-	if err != nil {
-		return nil, err
+	// Selectors first: SUBR may need to embed the items, with an engine of
+	// its own that is closed again before the scoring engine opens.
+	type job struct {
+		v   Variant
+		sel prompt.Selector
+		rec *Record
+		res *Result
 	}
-	defer eng.Close()
-	sc := &Scorer{Engine: eng, Yes: yes, No: no, BatchSize: r.Cfg.Model.BatchSize, Progress: r.Progress}
-
-	out := map[string]metrics.Result{}
-	for _, v := range variants {
-		seqs, err := r.encodePrompts(ds, samples, v.sel, tok)
+	histories := []string{HistoryRecency}
+	if c.Retrieval.Enabled {
+		histories = append(histories, HistorySUBR)
+	}
+	var jobs []*job
+	for _, h := range histories {
+		j := &job{v: Variant{Stage: "score", Split: split, History: h, Adapter: c.Model.Adapter}, sel: prompt.Recent{}}
+		vecFP := ""
+		if h == HistorySUBR {
+			sel, fp, err := r.subrSelector(ctx, ds)
+			if err != nil {
+				return nil, err
+			}
+			j.sel, vecFP = sel, fp
+		}
+		if j.rec, err = r.newRecord(j.v, c.Model.Adapter, adapterFP, vecFP, nil); err != nil {
+			return nil, err
+		}
+		dir := r.path("score", j.v.Dir())
+		if reuse {
+			if old, ok := r.upToDate(dir, j.rec); ok {
+				r.Log.Info("score: up to date, reused", "variant", j.v.Dir(), "dir", dir)
+				j.res = &Result{Variant: j.v, Dir: dir, K: old.K, Metrics: old.Result, Reused: true}
+			}
+		}
+		jobs = append(jobs, j)
+	}
+	out := make([]Result, 0, len(jobs))
+	var todo []*job
+	for _, j := range jobs {
+		if j.res == nil {
+			todo = append(todo, j)
+		}
+	}
+	if len(todo) > 0 {
+		sc, closeFn, tok, err := r.openScorer(c.Model.Adapter)
 		if err != nil {
 			return nil, err
 		}
-		p, err := sc.PYes(ctx, seqs, v.name)
-		if err != nil {
-			return nil, err
+		defer closeFn()
+		for _, j := range todo {
+			seqs, err := r.encodePrompts(ds, samples, j.sel, tok)
+			if err != nil {
+				return nil, err
+			}
+			dir := r.path("score", j.v.Dir())
+			res, err := r.evaluate(ctx, sc, dir, j.rec, ds, samples, seqs)
+			if err != nil {
+				return nil, fmt.Errorf("score %s: %w", j.v.Dir(), err)
+			}
+			r.Log.Info("score: done", "variant", j.v.Dir(), "split", split, "n", res.N, "auc", res.AUC, "logloss", res.LogLoss, "acc", res.Accuracy)
+			j.res = &Result{Variant: j.v, Dir: dir, K: c.Data.HistoryLen, Metrics: res}
 		}
-		res, err := writePredictions(r.path(v.name), samples, p)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", v.name, err)
-		}
-		r.Log.Info(v.name+": done", "split", split, "n", res.N, "auc", res.AUC, "logloss", res.LogLoss, "acc", res.Accuracy)
-		out[v.name] = res
+	}
+	for _, j := range jobs {
+		out = append(out, *j.res)
 	}
 	return out, nil
+}
+
+// openScorer loads the model, the tokenizer and an engine (with the adapter
+// in folder adapter when it is not ""); closeFn releases them.
+func (r *Runner) openScorer(adapter string) (sc *Scorer, closeFn func(), tok *tokenizer.Tokenizer, err error) {
+	m, err := r.openModel()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	tk, err := r.loadTokenizer()
+	if err != nil {
+		m.Close()
+		return nil, nil, nil, err
+	}
+	yes, no, err := answerIDs(tk)
+	if err != nil {
+		m.Close()
+		return nil, nil, nil, err
+	}
+	var lo *cpu.LoRA
+	if adapter != "" {
+		o, params, err := lora.Load(adapter)
+		if err != nil {
+			m.Close()
+			return nil, nil, nil, fmt.Errorf("model.adapter: %w", err)
+		}
+		lo = &cpu.LoRA{Scale: o.Scale(), Dropout: o.Dropout, Params: params}
+		r.Log.Info("score: with LoRA adapter", "adapter", adapter, "tensors", len(params))
+	}
+	eng, err := r.openEngine(m, lo)
+	if err != nil {
+		m.Close()
+		return nil, nil, nil, err
+	}
+	sc = &Scorer{Engine: eng, Yes: yes, No: no, BatchSize: r.Cfg.Model.BatchSize, Progress: r.Progress}
+	return sc, func() { eng.Close(); m.Close() }, tk, nil
 }

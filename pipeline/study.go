@@ -16,8 +16,10 @@ import (
 //   - param "N": the fine-tuned test AUC for each number of drawn training
 //     samples in values (retrieval.train_type decides ReiT or an ablation).
 //
-// Each value runs in OUTPUT_DIR/study/<param>-<value>; all share one set of
-// item embeddings under OUTPUT_DIR/subr.
+// Each value runs in OUTPUT_DIR/study/<param>-<value> (with its results
+// in the folders a run has: score/<split>-<history>/, train/test-<history>/);
+// all share one set of item embeddings under OUTPUT_DIR/subr. With resume,
+// results whose fingerprint matches the current settings are reused.
 func (r *Runner) Study(ctx context.Context, param string, values []int, resume bool) ([]experiments.Row, error) {
 	if param != experiments.ParamK && param != experiments.ParamN {
 		return nil, fmt.Errorf("study: param must be %s or %s, got %q", experiments.ParamK, experiments.ParamN, param)
@@ -27,6 +29,10 @@ func (r *Runner) Study(ctx context.Context, param string, values []int, resume b
 	}
 	base := r.Cfg.OutputDir
 	var rows []experiments.Row
+	info := experiments.Info{Dataset: string(r.Cfg.Data.Dataset), Model: r.Cfg.Model.Path, Split: r.Cfg.Evaluation.Split}
+	if param == experiments.ParamN {
+		info.Split = "test"
+	}
 	for _, v := range values {
 		c := *r.Cfg
 		switch param {
@@ -47,25 +53,31 @@ func (r *Runner) Study(ctx context.Context, param string, values []int, resume b
 		}
 		switch param {
 		case experiments.ParamK:
-			res, err := sub.Score(ctx, ds, c.Evaluation.Split)
+			res, err := sub.Score(ctx, ds, c.Evaluation.Split, resume)
 			if err != nil {
 				return nil, err
 			}
-			for _, name := range []string{"score", "score-subr"} {
-				if m, ok := res[name]; ok {
-					rows = append(rows, experiments.Row{Param: param, X: v, Variant: variantNames[name], AUC: m.AUC})
-				}
+			for _, m := range res {
+				rows = append(rows, experiments.Row{Param: param, X: v, Variant: m.Name(), AUC: m.Metrics.AUC})
+				info.N = m.Metrics.N
 			}
 		case experiments.ParamN:
-			m, err := sub.Train(ctx, ds, resume)
+			res, err := sub.Train(ctx, ds, resume)
 			if err != nil {
 				return nil, err
 			}
-			rows = append(rows, experiments.Row{Param: param, X: v, Variant: "fine-tuned (" + c.Retrieval.TrainType + ")", AUC: m.AUC})
+			for _, m := range res {
+				h := "recency"
+				if m.Variant.History == HistorySUBR {
+					h = "SUBR"
+				}
+				rows = append(rows, experiments.Row{Param: param, X: v, Variant: "fine-tuned (" + c.Retrieval.TrainType + ", " + h + " prompts)", AUC: m.Metrics.AUC})
+				info.N = m.Metrics.N
+			}
 		}
 	}
 	name := "auc-vs-" + param
-	if err := experiments.WriteStudy(filepath.Join(base, "study"), name, rows); err != nil {
+	if err := experiments.WriteStudy(filepath.Join(base, "study"), name, info, rows); err != nil {
 		return nil, err
 	}
 	r.Log.Info("study: written", "csv", filepath.Join(base, "study", name+".csv"), "png", filepath.Join(base, "study", name+".png"))

@@ -1,7 +1,11 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
+	"math"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/rella-project/rella/data"
+	"github.com/rella-project/rella/internal/atomicfile"
 	"github.com/rella-project/rella/prompt"
 	"github.com/rella-project/rella/retrieval"
 )
@@ -31,21 +36,23 @@ func itemTexts(ds *data.Dataset) []string {
 
 // Embed returns the items' mean-pooled final-norm hidden states (RELLA.md
 // 4.2), from OUTPUT_DIR/subr/item_embeddings.safetensors when its fingerprint
-// (model files + item texts) matches, else computed with the engine and saved.
+// (model files, device and dtype, item texts) matches, else computed with
+// the engine and saved. The items are embedded in chunks of embedChunk,
+// each appended to item_embeddings.safetensors.partial as it finishes, so
+// that an interrupted run continues from the chunks it finished.
 func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix, error) {
-	if err := r.generateModel(); err != nil {
-		return nil, err
-	}
 	texts := itemTexts(ds)
-	mfp, err := modelFingerprint(r.Cfg.Model.Path)
+	mfp, err := r.modelFingerprint()
 	if err != nil {
 		return nil, err
 	}
-	fp := retrieval.Fingerprint("item-embeddings", mfp, strings.Join(texts, "\x00"))
+	fp := retrieval.Fingerprint("item-embeddings", mfp, r.Cfg.Model.Device+"/"+r.Cfg.Model.DType, strings.Join(texts, "\x00"))
 	path := r.embeddingsPath()
 	if mat, err := retrieval.LoadEmbeddings(path); err == nil && mat.Check(fp) == nil && len(mat.Rows) == len(ds.Items) {
 		r.Log.Info("embed: embeddings are up to date, skipped", "path", path, "items", len(mat.Rows))
 		return mat, nil
+	} else if err == nil {
+		r.Log.Info("embed: the saved embeddings were made from another model, device, dtype or item set; recomputing", "path", path)
 	}
 	m, err := r.openModel()
 	if err != nil {
@@ -65,12 +72,33 @@ func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix
 		return nil, err
 	}
 	defer eng.Close()
-	bar := newBar(r.Progress, len(seqs), "embed", "items")
-	emb, err := retrieval.EmbedItems(ctx, eng, seqs, r.Cfg.Retrieval.BatchSize, func(done, total int) { bar.Set(done) })
-	bar.Finish()
+	part, err := openEmbedPartial(path+".partial", embedHeader{Fingerprint: fp, Items: len(seqs), Chunk: embedChunk})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("embed: %w", err)
 	}
+	defer part.f.Close()
+	emb := part.rows
+	if len(emb) > 0 {
+		r.Log.Info("embed: continuing an interrupted run", "done", len(emb), "of", len(seqs))
+	}
+	bar := newBar(r.Progress, len(seqs), "embed", "items")
+	for lo := len(emb); lo < len(seqs); lo += embedChunk {
+		hi := min(lo+embedChunk, len(seqs))
+		rows, err := retrieval.EmbedItems(ctx, eng, seqs[lo:hi], r.Cfg.Retrieval.BatchSize, func(done, total int) { bar.Set(lo + done) })
+		if err != nil {
+			bar.Finish()
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("embed interrupted after %d of %d items, which are kept in %s; the same command continues from them: %w", lo, len(seqs), part.f.Name(), err)
+			}
+			return nil, err
+		}
+		if err := part.append(rows); err != nil {
+			bar.Finish()
+			return nil, fmt.Errorf("embed: %w", err)
+		}
+		emb = append(emb, rows...)
+	}
+	bar.Finish()
 	ids := make([]int64, len(emb))
 	for i := range ids {
 		ids[i] = int64(i)
@@ -78,8 +106,102 @@ func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix
 	if err := retrieval.SaveEmbeddings(path, emb, ids, fp); err != nil {
 		return nil, err
 	}
+	part.f.Close()
+	os.Remove(part.f.Name())
 	r.Log.Info("embed: done", "path", path, "items", len(emb), "dim", len(emb[0]))
 	return &retrieval.Matrix{Rows: emb, ItemIDs: ids, Fingerprint: fp}, nil
+}
+
+// embedChunk is how many items are embedded between two saves of the
+// partial embeddings. The chunks do not depend on interruptions, so an
+// interrupted and resumed run embeds the same batches as one that was not.
+const embedChunk = 256
+
+// embedHeader opens item_embeddings.safetensors.partial (a JSON line);
+// chunks follow, each as uint32 rows, uint32 dim and rows*dim float32, all
+// little-endian.
+type embedHeader struct {
+	Fingerprint string `json:"partial_of"`
+	Items       int    `json:"items"`
+	Chunk       int    `json:"chunk"`
+}
+
+type embedPartial struct {
+	f    *os.File
+	rows [][]float32
+}
+
+// openEmbedPartial opens path for appending chunks, keeping the complete
+// chunks an earlier run with the same header left; anything else is
+// replaced.
+func openEmbedPartial(path string, h embedHeader) (*embedPartial, error) {
+	hb, err := json.Marshal(h)
+	if err != nil {
+		return nil, err
+	}
+	hb = append(hb, '\n')
+	var rows [][]float32
+	keep := int64(0)
+	if b, err := os.ReadFile(path); err == nil && bytes.HasPrefix(b, hb) {
+		off := len(hb)
+		keep = int64(off)
+		for off+8 <= len(b) {
+			n := int(binary.LittleEndian.Uint32(b[off:]))
+			dim := int(binary.LittleEndian.Uint32(b[off+4:]))
+			end := off + 8 + 4*n*dim
+			if n == 0 || dim == 0 || end > len(b) || len(rows)+n > h.Items {
+				break
+			}
+			for i := 0; i < n; i++ {
+				row := make([]float32, dim)
+				for j := range row {
+					row[j] = math.Float32frombits(binary.LittleEndian.Uint32(b[off+8+4*(i*dim+j):]))
+				}
+				rows = append(rows, row)
+			}
+			off = end
+			keep = int64(off)
+		}
+	}
+	if keep == 0 {
+		if err := atomicfile.WriteFile(path, hb); err != nil {
+			return nil, err
+		}
+		keep = int64(len(hb))
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Truncate(keep); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.Seek(keep, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &embedPartial{f: f, rows: rows}, nil
+}
+
+// append writes one chunk of rows and syncs it.
+func (p *embedPartial) append(rows [][]float32) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	dim := len(rows[0])
+	b := make([]byte, 8+4*len(rows)*dim)
+	binary.LittleEndian.PutUint32(b, uint32(len(rows)))
+	binary.LittleEndian.PutUint32(b[4:], uint32(dim))
+	for i, row := range rows {
+		for j, v := range row {
+			binary.LittleEndian.PutUint32(b[8+4*(i*dim+j):], math.Float32bits(v))
+		}
+	}
+	if _, err := p.f.Write(b); err != nil {
+		return err
+	}
+	return p.f.Sync()
 }
 
 // itemVectors returns the vectors similarities use (PCA + unit rows for
@@ -114,11 +236,19 @@ func (r *Runner) itemVectors(ctx context.Context, ds *data.Dataset) ([][]float32
 // SUBRSelector returns the selector that picks each sample's history by
 // similarity to its target (embedding the items first if needed).
 func (r *Runner) SUBRSelector(ctx context.Context, ds *data.Dataset) (*retrieval.Selector, error) {
-	vec, _, err := r.itemVectors(ctx, ds)
+	sel, _, err := r.subrSelector(ctx, ds)
+	return sel, err
+}
+
+// subrSelector is SUBRSelector that also returns the fingerprint of the item
+// vectors it selects with.
+func (r *Runner) subrSelector(ctx context.Context, ds *data.Dataset) (*retrieval.Selector, string, error) {
+	vec, fp, err := r.itemVectors(ctx, ds)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return retrieval.NewSelector(ctx, ds, vec, retrieval.SelectorOptions{Logger: r.Log})
+	sel, err := retrieval.NewSelector(ctx, ds, vec, retrieval.SelectorOptions{Logger: r.Log})
+	return sel, fp, err
 }
 
 // Retrieve computes the SUBR top-K selection of every sample of every split

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/rella-project/rella/configs"
 	"github.com/rella-project/rella/cpu"
 	"github.com/rella-project/rella/data"
 	"github.com/rella-project/rella/engine"
@@ -43,34 +44,89 @@ func trainingExample(tok *tokenizer.Tokenizer, text string, label int8) (engine.
 // Train fine-tunes LoRA adapters on the ReiT mix (RELLA.md section 5),
 // evaluating on the validation split, then scores the test split with the
 // best adapter (by validation AUC; the final one without validation) and
-// writes OUTPUT_DIR/train/{predictions.jsonl,metrics.json} and the adapter
-// to OUTPUT_DIR/adapter. With resume it continues from the newest complete
-// checkpoint.
-func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) (metrics.Result, error) {
+// writes the adapter to OUTPUT_DIR/adapter and the test results to
+// OUTPUT_DIR/train/test-recency and, when retrieval.enabled, also
+// OUTPUT_DIR/train/test-subr ({predictions.jsonl,metrics.json}). With resume
+// it continues from the newest complete checkpoint, and returns the test
+// results without training when they are up to date (same fingerprint, and
+// the adapter they were made with is still OUTPUT_DIR/adapter).
+func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) ([]Result, error) {
 	c := r.Cfg
 	tok, err := r.loadTokenizer()
 	if err != nil {
-		return metrics.Result{}, err
+		return nil, err
 	}
 	yes, no, err := answerIDs(tok)
 	if err != nil {
-		return metrics.Result{}, err
+		return nil, err
 	}
 
 	// The training set: N drawn samples, built with recency and/or SUBR histories.
 	mix, useSUBR, err := retrieval.Mix(ds.Train, c.Retrieval.TrainSamples, c.Data.SampleSeed, c.Retrieval.TrainType)
 	if err != nil {
-		return metrics.Result{}, err
+		return nil, err
 	}
 	var subr *retrieval.Selector
+	vecFP := ""
 	if slices.Contains(useSUBR, true) || c.Retrieval.Enabled {
-		if subr, err = r.SUBRSelector(ctx, ds); err != nil {
-			return metrics.Result{}, err
+		if subr, vecFP, err = r.subrSelector(ctx, ds); err != nil {
+			return nil, err
 		}
 	}
+
+	// The test evaluations: recency histories, and SUBR ones when retrieval
+	// is on (then SUBR also selects the validation prompts).
+	type evalJob struct {
+		v   Variant
+		sel prompt.Selector
+		rec *Record
+	}
+	histories := []string{HistoryRecency}
+	if c.Retrieval.Enabled {
+		histories = append(histories, HistorySUBR)
+	}
+	adapterDir := r.path("adapter")
+	trainingFP := trainingFingerprint(c)
+	newRecords := func(adapterFP string) ([]*evalJob, error) {
+		var jobs []*evalJob
+		for _, h := range histories {
+			j := &evalJob{v: Variant{Stage: "train", Split: "test", History: h, Adapter: adapterDir, FineTuned: true}, sel: prompt.Recent{}}
+			if h == HistorySUBR {
+				j.sel = subr
+			}
+			if j.rec, err = r.newRecord(j.v, adapterDir, adapterFP, vecFP, map[string]string{"training": trainingFP}); err != nil {
+				return nil, err
+			}
+			jobs = append(jobs, j)
+		}
+		return jobs, nil
+	}
+	if resume {
+		if afp, err := adapterFingerprint(adapterDir); err == nil {
+			jobs, err := newRecords(afp)
+			if err != nil {
+				return nil, err
+			}
+			var out []Result
+			for _, j := range jobs {
+				dir := r.path("train", j.v.Dir())
+				old, ok := r.upToDate(dir, j.rec)
+				if !ok {
+					out = nil
+					break
+				}
+				out = append(out, Result{Variant: j.v, Dir: dir, K: old.K, Metrics: old.Result, Reused: true})
+			}
+			if out != nil {
+				r.Log.Info("train: finished and evaluated with these settings; reused (--resume)", "adapter", adapterDir)
+				return out, nil
+			}
+		}
+	}
+
 	b, err := prompt.New(ds.Kind, c.Prompt)
 	if err != nil {
-		return metrics.Result{}, err
+		return nil, err
 	}
 	k := c.Data.HistoryLen
 	examples := make([]engine.Example, len(mix))
@@ -83,15 +139,15 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) (metr
 		hist = sel.Select(s, k, hist[:0])
 		ex, err := trainingExample(tok, b.Prompt(ds, s, hist), s.Label)
 		if err != nil {
-			return metrics.Result{}, fmt.Errorf("train sample %d: %w", i, err)
+			return nil, fmt.Errorf("train sample %d: %w", i, err)
 		}
 		if c.Training.SequenceLen > 0 && len(ex.Tokens) > c.Training.SequenceLen {
-			return metrics.Result{}, fmt.Errorf("train sample %d: %d tokens exceed training.sequence_len %d (lower data.history_len or raise sequence_len)", i, len(ex.Tokens), c.Training.SequenceLen)
+			return nil, fmt.Errorf("train sample %d: %d tokens exceed training.sequence_len %d (lower data.history_len or raise sequence_len)", i, len(ex.Tokens), c.Training.SequenceLen)
 		}
 		examples[i] = ex
 	}
 
-	// Evaluation prompts: validation and test, with SUBR histories when retrieval is on.
+	// Validation prompts: with SUBR histories when retrieval is on.
 	var evalSel prompt.Selector = prompt.Recent{}
 	if c.Retrieval.Enabled {
 		evalSel = subr
@@ -100,21 +156,21 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) (metr
 	test := c.Data.Limit(ds.Test)
 	validSeqs, err := r.encodePrompts(ds, valid, evalSel, tok)
 	if err != nil {
-		return metrics.Result{}, err
+		return nil, err
 	}
 
 	m, err := r.openModel()
 	if err != nil {
-		return metrics.Result{}, err
+		return nil, err
 	}
 	defer m.Close()
 	params, err := newAdapter(c.LoRA, m.Config, c.Seed)
 	if err != nil {
-		return metrics.Result{}, err
+		return nil, err
 	}
 	eng, err := r.openTrainer(m, &cpu.LoRA{Scale: c.LoRA.Scale(), Dropout: c.LoRA.Dropout, Params: params})
 	if err != nil {
-		return metrics.Result{}, err
+		return nil, err
 	}
 	defer eng.Close()
 	sc := &Scorer{Engine: eng, Yes: yes, No: no, BatchSize: c.Model.BatchSize, Progress: r.Progress}
@@ -131,11 +187,11 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) (metr
 	}
 	cfgBytes, err := c.Marshal()
 	if err != nil {
-		return metrics.Result{}, err
+		return nil, err
 	}
-	mfp, err := modelFingerprint(c.Model.Path)
+	mfp, err := r.modelFingerprint()
 	if err != nil {
-		return metrics.Result{}, err
+		return nil, err
 	}
 	opts := c.Training
 	if resume && opts.ResumeFromCheckpoint == "" {
@@ -157,7 +213,7 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) (metr
 		Evaluate: eval, Log: r.Log, // the trainer shows its bar when stderr is a terminal
 	})
 	if err != nil {
-		return metrics.Result{}, err
+		return nil, err
 	}
 
 	// Final evaluation on the test split with the chosen adapter.
@@ -166,25 +222,51 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) (metr
 		chosen = sum.BestAdapter
 	}
 	if err := loadAdapterInto(chosen, eng.Params()); err != nil {
-		return metrics.Result{}, err
+		return nil, err
 	}
-	if err := lora.Save(r.path("adapter"), c.LoRA, c.Model.Path, eng.Params()); err != nil {
-		return metrics.Result{}, err
+	if err := lora.Save(adapterDir, c.LoRA, c.Model.Path, eng.Params()); err != nil {
+		return nil, err
 	}
-	testSeqs, err := r.encodePrompts(ds, test, evalSel, tok)
+	afp, err := adapterFingerprint(adapterDir)
 	if err != nil {
-		return metrics.Result{}, err
+		return nil, err
 	}
-	p, err := sc.PYes(ctx, testSeqs, "test")
+	jobs, err := newRecords(afp)
 	if err != nil {
-		return metrics.Result{}, err
+		return nil, err
 	}
-	res, err := writePredictions(r.path("train"), test, p)
-	if err != nil {
-		return metrics.Result{}, err
+	var out []Result
+	for _, j := range jobs {
+		testSeqs, err := r.encodePrompts(ds, test, j.sel, tok)
+		if err != nil {
+			return nil, err
+		}
+		dir := r.path("train", j.v.Dir())
+		res, err := r.evaluate(ctx, sc, dir, j.rec, ds, test, testSeqs)
+		if err != nil {
+			return nil, fmt.Errorf("train: test evaluation %s: %w", j.v.Dir(), err)
+		}
+		r.Log.Info("train: test evaluation", "variant", j.v.Dir(), "adapter", chosen, "n", res.N, "auc", res.AUC, "logloss", res.LogLoss, "acc", res.Accuracy)
+		out = append(out, Result{Variant: j.v, Dir: dir, K: k, Metrics: res})
 	}
-	r.Log.Info("train: done", "steps", sum.Steps, "adapter", chosen, "test_auc", res.AUC, "test_logloss", res.LogLoss, "test_acc", res.Accuracy)
-	return res, nil
+	r.Log.Info("train: done", "steps", sum.Steps, "adapter", chosen)
+	return out, nil
+}
+
+// trainingFingerprint hashes the settings that decide the trained adapter
+// beyond those every evaluation records: the training, LoRA and ReiT
+// sections and the seed, without the settings that only say how the run is
+// logged, saved or resumed.
+func trainingFingerprint(c *configs.Config) string {
+	t := c.Training
+	t.LoggingSteps, t.SaveSteps, t.SaveTotalLimit, t.ResumeFromCheckpoint, t.RecordBatches = 0, 0, 0, "", false
+	return hashInputs(map[string]string{
+		"training":      fmt.Sprintf("%#v", t),
+		"lora":          fmt.Sprintf("%#v", c.LoRA),
+		"train_type":    c.Retrieval.TrainType,
+		"train_samples": strconv.Itoa(c.Retrieval.TrainSamples),
+		"seed":          strconv.FormatInt(c.Seed, 10),
+	})
 }
 
 // newAdapter makes fresh LoRA tensors for the model's shape.

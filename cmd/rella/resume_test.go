@@ -57,13 +57,13 @@ retrieval: {train_samples: 40}
 	if !strings.Contains(errb.String(), "resume with: rella train -c "+cut+" --resume") {
 		t.Fatalf("interrupted train did not say how to resume:\n%s", errb.String())
 	}
-	if _, err := os.Stat(filepath.Join(dir, "cut", "train", "metrics.json")); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, "cut", "train", "test-recency", "metrics.json")); err == nil {
 		t.Fatal("the interrupted run finished anyway: the test interrupted nothing")
 	}
 	if code, _, stderr := rella(t, "train", "-c", cut, "--resume"); code != 0 {
 		t.Fatalf("resumed train: exit %d\n%s", code, stderr)
 	}
-	for _, f := range []string{"adapter/adapter_model.safetensors", "train/final/adapter_model.safetensors", "train/predictions.jsonl"} {
+	for _, f := range []string{"adapter/adapter_model.safetensors", "train/final/adapter_model.safetensors", "train/test-recency/predictions.jsonl"} {
 		a, err1 := os.ReadFile(filepath.Join(dir, "whole", f))
 		b, err2 := os.ReadFile(filepath.Join(dir, "cut", f))
 		if err1 != nil || err2 != nil {

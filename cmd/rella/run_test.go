@@ -12,17 +12,17 @@ import (
 	"github.com/rella-project/rella/safetensors"
 )
 
-func readPredictions(t *testing.T, path string) []map[string]float64 {
+func readPredictions(t *testing.T, path string) []map[string]any {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var out []map[string]float64
+	var out []map[string]any
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var m map[string]float64
+		var m map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
@@ -52,7 +52,7 @@ retrieval: {enabled: true, dim: 4, train_type: mixed, train_samples: 12, batch_s
 	if code != 0 {
 		t.Fatalf("run: exit %d\n%s", code, stderr)
 	}
-	for _, w := range []string{"zero-shot (recency top-K)", "zero-shot + SUBR", "fine-tuned (LoRA)"} {
+	for _, w := range []string{"zero-shot (recency top-K)", "zero-shot + SUBR", "fine-tuned (LoRA, recency top-K)", "fine-tuned (LoRA, SUBR)"} {
 		if !strings.Contains(stdout, w) {
 			t.Errorf("summary lacks %q:\n%s", w, stdout)
 		}
@@ -77,12 +77,12 @@ retrieval: {enabled: true, dim: 4, train_type: mixed, train_samples: 12, batch_s
 			t.Errorf("selection for %s: %v", split, err)
 		}
 	}
-	zero := readPredictions(t, filepath.Join(out, "score", "predictions.jsonl"))
-	tuned := readPredictions(t, filepath.Join(out, "train", "predictions.jsonl"))
+	zero := readPredictions(t, filepath.Join(out, "score", "test-recency", "predictions.jsonl"))
+	tuned := readPredictions(t, filepath.Join(out, "train", "test-subr", "predictions.jsonl"))
 	if len(zero) != stats["test"] || len(tuned) != stats["test"] {
 		t.Fatalf("predictions: %d zero-shot and %d tuned, want %d each", len(zero), len(tuned), stats["test"])
 	}
-	for _, f := range []string{"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "train/metrics.json", "train/log.jsonl", "score-subr/metrics.json"} {
+	for _, f := range []string{"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "train/test-subr/metrics.json", "train/test-recency/metrics.json", "train/log.jsonl", "score/test-subr/metrics.json", "summary.md", "summary.json"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("missing %s: %v", f, err)
 		}
@@ -113,8 +113,8 @@ retrieval: {enabled: true, dim: 4, train_type: mixed, train_samples: 12, batch_s
 	if code != 0 {
 		t.Fatalf("score with adapter: exit %d\n%s", code, stderr)
 	}
-	again := readPredictions(t, filepath.Join(dir, "rescored", "score-subr", "predictions.jsonl"))
-	zeroSUBR := readPredictions(t, filepath.Join(out, "score-subr", "predictions.jsonl"))
+	again := readPredictions(t, filepath.Join(dir, "rescored", "score", "test-subr-out-adapter", "predictions.jsonl"))
+	zeroSUBR := readPredictions(t, filepath.Join(out, "score", "test-subr", "predictions.jsonl"))
 	changed := 0
 	for i := range tuned {
 		if tuned[i]["p"] != zeroSUBR[i]["p"] {
@@ -125,7 +125,7 @@ retrieval: {enabled: true, dim: 4, train_type: mixed, train_samples: 12, batch_s
 		t.Fatal("training left every test prediction unchanged: the adapter comparison below would prove nothing")
 	}
 	for i := range tuned {
-		if d := again[i]["p"] - tuned[i]["p"]; d > 1e-6 || d < -1e-6 {
+		if d := again[i]["p"].(float64) - tuned[i]["p"].(float64); d > 1e-6 || d < -1e-6 {
 			t.Fatalf("sample %d: p %v with the loaded adapter, %v after training", i, again[i]["p"], tuned[i]["p"])
 		}
 	}

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+
+	"github.com/rella-project/rella/pipeline"
 )
 
 func scoreCommand() command {
 	return command{
 		name:    "score",
-		summary: "zero-shot P(Yes) for a split's prompts; writes predictions.jsonl and metrics.json",
+		summary: "zero-shot P(Yes) for a split's prompts; writes OUTPUT_DIR/score/<split>-<recency|subr>[-<adapter>]/{predictions.jsonl,metrics.json}",
 		usage:   "rella score -c CONFIG [--split test|valid|train] [key=value ...]",
 		run: func(ctx context.Context, e *env, args []string) error {
 			fs := newFlags("score")
@@ -30,15 +32,11 @@ func scoreCommand() command {
 			if err != nil {
 				return err
 			}
-			res, err := r.Score(ctx, ds, *split)
+			res, err := r.Score(ctx, ds, *split, false)
 			if err != nil {
 				return err
 			}
-			for _, name := range []string{"score", "score-subr"} {
-				if m, ok := res[name]; ok {
-					fmt.Fprintf(e.stdout, "%-11s %s n=%d auc=%.4f logloss=%.4f acc=%.4f\n", name, *split, m.N, m.AUC, m.LogLoss, m.Accuracy)
-				}
-			}
+			fmt.Fprint(e.stdout, (&pipeline.Summary{Rows: res}).Table())
 			return nil
 		},
 	}

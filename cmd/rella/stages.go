@@ -74,7 +74,7 @@ func trainCommand() command {
 			if err != nil {
 				return interrupted(e, err, "rella train -c "+*cfg+" --resume")
 			}
-			fmt.Fprintf(e.stdout, "fine-tuned test n=%d auc=%.4f logloss=%.4f acc=%.4f\n", res.N, res.AUC, res.LogLoss, res.Accuracy)
+			fmt.Fprint(e.stdout, (&pipeline.Summary{Rows: res}).Table())
 			return nil
 		},
 	}
