@@ -29,6 +29,9 @@ type Runner struct {
 
 	fp        fingerprints // of the data, model and tokenizer, once computed
 	warnedAUC bool         // the undefined-AUC warning was given
+	// embedChunkDone, when set, is called after each saved chunk of item
+	// embeddings with the number of items done (tests interrupt there).
+	embedChunkDone func(done int)
 }
 
 // subrPath returns a path inside the folder of the SUBR artefacts.

@@ -97,6 +97,9 @@ func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix
 			return nil, fmt.Errorf("embed: %w", err)
 		}
 		emb = append(emb, rows...)
+		if r.embedChunkDone != nil {
+			r.embedChunkDone(len(emb))
+		}
 	}
 	bar.Finish()
 	ids := make([]int64, len(emb))
