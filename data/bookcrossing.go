@@ -1,6 +1,7 @@
 package data
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -19,7 +20,9 @@ import (
 // (RELLA.md section 1), so that the same files give the same samples:
 //
 //   - every file is decoded as cp1252 with Python's universal newlines
-//     ("\r\n" and a lone "\r" both end a line);
+//     ("\r\n" and a lone "\r" both end a line); a file already converted to
+//     UTF-8 (valid UTF-8 with multi-byte sequences) is read as UTF-8, with
+//     a warning, since decoding it as cp1252 would garble every accent;
 //   - BX-Users.csv is a stream of fields, each a quoted string (a quote
 //     preceded by a backslash does not close it; fields may span lines) or
 //     NULL, taken three at a time: User-ID, Location, Age;
@@ -38,8 +41,9 @@ type bxFile struct {
 	text       string
 }
 
-// readCP1252 reads the file at path, decodes it from cp1252 and turns "\r\n"
-// and "\r" into "\n". A byte cp1252 leaves undefined (0x81, 0x8D, 0x8F, 0x90,
+// readCP1252 reads the file at path, decodes it from cp1252 (or, when it
+// is already UTF-8, see isConvertedUTF8, as UTF-8) and turns "\r\n" and
+// "\r" into "\n". A byte cp1252 leaves undefined (0x81, 0x8D, 0x8F, 0x90,
 // 0x9D) is an encoding error, as it is for Python's strict decoder; when
 // malformed input is skipped it becomes U+FFFD and is counted.
 func readCP1252(path string, fr *fileReader) (*bxFile, error) {
@@ -52,6 +56,14 @@ func readCP1252(path string, fr *fileReader) (*bxFile, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("data: read %s: %w", path, err)
+	}
+	fr.fr.Encoding = "cp1252"
+	utf := isConvertedUTF8(raw)
+	if utf {
+		// Converted already (iconv -f cp1252 -t utf-8 and the like):
+		// decoding it as cp1252 again would turn every accent into mojibake.
+		fr.fr.Encoding = "utf-8"
+		raw = bytes.TrimPrefix(raw, []byte("\xEF\xBB\xBF"))
 	}
 	var sb strings.Builder
 	sb.Grow(len(raw) + len(raw)/16)
@@ -68,7 +80,7 @@ func readCP1252(path string, fr *fileReader) (*bxFile, error) {
 		case c == '\n':
 			sb.WriteByte('\n')
 			line++
-		case c < 0x80:
+		case c < 0x80 || utf:
 			sb.WriteByte(c)
 		default:
 			r := charmap.Windows1252.DecodeByte(c)
@@ -85,6 +97,22 @@ func readCP1252(path string, fr *fileReader) (*bxFile, error) {
 		fr.fr.Lines--
 	}
 	return &bxFile{path: path, name: filepath.Base(path), text: sb.String()}, nil
+}
+
+// isConvertedUTF8 reports whether raw is a BookCrossing file already
+// converted to UTF-8: valid UTF-8 holding at least one multi-byte sequence.
+// The originals are cp1252, where accented letters are single bytes that
+// (almost never all) form valid UTF-8; a pure-ASCII file reads the same
+// either way.
+func isConvertedUTF8(raw []byte) bool {
+	high := false
+	for _, c := range raw {
+		if c >= 0x80 {
+			high = true
+			break
+		}
+	}
+	return high && utf8.Valid(raw)
 }
 
 // lines calls fn with each line of f (without its "\n") and its number.

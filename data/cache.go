@@ -18,7 +18,7 @@ import (
 
 // cacheVersion changes whenever the way samples are built changes, so that
 // an older cache is rebuilt rather than reused.
-const cacheVersion = "rella-data-v1"
+const cacheVersion = "rella-data-v2" // v2: BookCrossing files already in UTF-8 are read as UTF-8
 
 // CacheFile is the name of the cache Prepare keeps in its cache folder.
 const CacheFile = "dataset.gob"
@@ -55,6 +55,7 @@ func Prepare(ctx context.Context, opts Options, cacheDir string, log *slog.Logge
 	switch {
 	case err == nil:
 		log.Info("data: reusing cached samples", "path", path)
+		rep.warn(log)
 		rep.Fingerprint = fp
 		return ds, rep, true, nil
 	case errors.Is(err, os.ErrNotExist):

@@ -42,6 +42,7 @@ func Load(ctx context.Context, opts Options, log *slog.Logger) (*Dataset, *Repor
 	for _, n := range rep.Notes {
 		log.Info("data: " + n)
 	}
+	rep.warn(log)
 	log.Info("data: loaded", "dataset", opts.Dataset, "train", rep.Stats.Train, "valid", rep.Stats.Valid,
 		"test", rep.Stats.Test, "users", rep.Stats.Users, "items", rep.Stats.Items,
 		"unknown_users", rep.UnknownUsers, "unknown_items", rep.UnknownItems)

@@ -2,7 +2,9 @@ package data
 
 import (
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
 )
 
 // maxExamples caps the examples a Report keeps for each kind of problem.
@@ -63,6 +65,52 @@ type FileReport struct {
 	// MalformedExamples are the first few malformed records, as
 	// "file:line: problem".
 	MalformedExamples []string `json:"malformed_examples,omitempty"`
+	// Encoding is how the file's text was decoded, where it is not plain
+	// bytes: "cp1252" (BookCrossing's original), or "utf-8" for a
+	// BookCrossing file that had already been converted to UTF-8.
+	Encoding string `json:"encoding,omitempty"`
+}
+
+// Shares of the rating lines naming unknown users or items above which
+// Load warns: MovieLens files name none; the original BookCrossing ratings
+// name about 10% books that BX-Books.csv lacks.
+const (
+	unknownWarnShare   = 0.01
+	unknownBXItemShare = 0.2
+)
+
+// warn logs what a person should know about how the files were read:
+// skipped malformed lines (with their count), files read as UTF-8 instead
+// of cp1252, and many ratings dropped for naming unknown users or items.
+func (r *Report) warn(log *slog.Logger) {
+	for _, f := range r.Files {
+		if f.Malformed > 0 {
+			first := ""
+			if len(f.MalformedExamples) > 0 {
+				first = f.MalformedExamples[0]
+			}
+			log.Warn("data: skipped malformed lines (data.skip_malformed)", "file", f.Path, "count", f.Malformed, "first", first)
+		}
+		if f.Encoding == "utf-8" {
+			log.Warn("data: the file is already UTF-8 (valid UTF-8 with multi-byte characters), not the original cp1252: read as UTF-8", "file", f.Path)
+		}
+	}
+	read := r.RatingsRead
+	if read == 0 {
+		return
+	}
+	itemShare := unknownWarnShare
+	if r.Dataset == BookCrossing {
+		itemShare = unknownBXItemShare
+	}
+	if float64(r.UnknownUsers) > unknownWarnShare*float64(read) {
+		log.Warn("data: many ratings name users missing from the users' file; they are dropped",
+			"count", r.UnknownUsers, "percent", fmt.Sprintf("%.1f", 100*float64(r.UnknownUsers)/float64(read)), "examples", strings.Join(r.UnknownUserExamples, "; "))
+	}
+	if float64(r.UnknownItems) > itemShare*float64(read) {
+		log.Warn("data: many ratings name items missing from the items' file; they are dropped",
+			"count", r.UnknownItems, "percent", fmt.Sprintf("%.1f", 100*float64(r.UnknownItems)/float64(read)), "examples", strings.Join(r.UnknownItemExamples, "; "))
+	}
 }
 
 // fileReader counts the records of one file and handles malformed ones
@@ -84,7 +132,7 @@ func (r *Report) newFile(path string, skip bool) *fileReader {
 func (f *fileReader) malformed(line int, format string, args ...any) error {
 	msg := fmt.Sprintf("%s:%d: %s", f.name, line, fmt.Sprintf(format, args...))
 	if !f.skip {
-		return fmt.Errorf("data: %s", msg)
+		return fmt.Errorf("data: %s (data.skip_malformed=true skips such lines, counting them)", msg)
 	}
 	f.fr.Malformed++
 	if len(f.fr.MalformedExamples) < maxExamples {
