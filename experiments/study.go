@@ -10,7 +10,7 @@
 //	  name: ml1m-k             # output files name.csv and name.png
 //	  param: K                 # K: history length (linear axis); N: training samples (log axis)
 //	  values: [5, 10, 15, 20, 25, 30, 40, 50, 60]
-//	  variants: [score, score-subr]   # run names whose metrics.json give the AUC
+//	  variants: [score/test-recency, score/test-subr]   # result folders whose metrics.json give the AUC
 //	  base: configs/ml1m-zeroshot.yaml  # config each run overrides data.history_len or retrieval.train_samples in
 //
 // with one run per (value, variant) and WriteStudy called on the collected rows.

@@ -230,8 +230,8 @@ func TestResultsPerVariant(t *testing.T) {
 // keeps log loss and accuracy, warns once and exits 0.
 func TestSingleClassEvaluation(t *testing.T) {
 	dir := t.TempDir()
-	cfg := tinyConfig(t, dir, "out", "prepare, score")
-	code, stdout, stderr, log := rellaLog(t, "run", cfg, "data.max_eval_samples=1")
+	cfg := tinyConfig(t, dir, "out", "prepare, score, train")
+	code, stdout, stderr, log := rellaLog(t, "run", cfg, "data.max_eval_samples=1", "training.eval_steps=2")
 	if code != 0 {
 		t.Fatalf("run with one evaluation sample: exit %d\n%s", code, stderr)
 	}
@@ -241,8 +241,8 @@ func TestSingleClassEvaluation(t *testing.T) {
 	if !strings.Contains(stdout, "n/a") {
 		t.Errorf("summary does not show the undefined AUC as n/a:\n%s", stdout)
 	}
-	for _, v := range []string{"test-recency", "test-subr"} {
-		m := readJSONFile(t, filepath.Join(dir, "out", "score", v, "metrics.json"))
+	for _, v := range []string{"score/test-recency", "score/test-subr", "train/test-recency", "train/test-subr"} {
+		m := readJSONFile(t, filepath.Join(dir, "out", v, "metrics.json"))
 		if a, ok := m["auc"]; !ok || a != nil || m["n"] != 1.0 {
 			t.Errorf("%s metrics.json: auc %v (present %v), n %v", v, a, ok, m["n"])
 		}
@@ -252,6 +252,28 @@ func TestSingleClassEvaluation(t *testing.T) {
 		if a, ok := m["acc"].(float64); !ok || (a != 0 && a != 1) {
 			t.Errorf("%s metrics.json accuracy of one sample: %v", v, m["acc"])
 		}
+	}
+	// The trainer's evaluations of the single validation sample: valid
+	// JSON lines with a null AUC.
+	lj, err := os.ReadFile(filepath.Join(dir, "out", "train", "log.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evals := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(lj)), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log.jsonl line %q: %v", line, err)
+		}
+		if a, ok := rec["auc"]; ok {
+			evals++
+			if a != nil {
+				t.Errorf("log.jsonl evaluation of one sample has auc %v, want null", a)
+			}
+		}
+	}
+	if evals == 0 {
+		t.Error("log.jsonl holds no evaluation")
 	}
 	sum := readJSONFile(t, filepath.Join(dir, "out", "summary.json"))
 	if r := sum["rows"].([]any)[0].(map[string]any)["metrics"].(map[string]any); r["auc"] != nil {
