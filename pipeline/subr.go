@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -272,6 +273,9 @@ func (r *Runner) Retrieve(ctx context.Context, ds *data.Dataset) error {
 			continue
 		}
 		path := r.subrPath(filepath.Base(retrieval.SelectionPath(r.Cfg.OutputDir, split, k)))
+		if _, err := retrieval.LoadSelection(path, retrieval.SelectionFingerprint(fp, k, ds, samples)); errors.Is(err, retrieval.ErrStale) {
+			r.Log.Info("retrieve: the saved selection was made from other item vectors or samples; recomputing", "split", split, "path", path)
+		}
 		if _, err := retrieval.LoadOrSelect(ctx, path, sel, fp, samples, k); err != nil {
 			return fmt.Errorf("retrieve %s: %w", split, err)
 		}
