@@ -208,7 +208,7 @@ EOF
 		return
 	fi
 	python3 "$peft" load-adapter --model "$tiny" --adapter "$d/run/adapter" --seqs "$d/ids.jsonl" \
-		--rella-pred "$d/run/train/predictions.jsonl" --tol "$tol" --out "$d/peft" >"$d/load-adapter.log" 2>&1
+		--rella-pred "$d/run/train/test-recency/predictions.jsonl" --tol "$tol" --out "$d/peft" >"$d/load-adapter.log" 2>&1
 	rc=$?
 	line="$(grep '^CHECK peft_load_adapter' "$d/load-adapter.log" | tail -n1)"
 	[ -n "$line" ] || line="CHECK peft_load_adapter FAIL (rc $rc, see $d/load-adapter.log)"
