@@ -49,7 +49,11 @@ func loadRun(e *env, fs *flag.FlagSet, cfgPath *string, args []string) (*pipelin
 		return nil, usageErrorf("-c CONFIG is required (or give the config as the first argument)")
 	}
 	if preset, ok := presetFor(*cfgPath); ok {
-		fmt.Fprintf(e.stderr, "rella: no file %s here; using the built-in preset %s\n", *cfgPath, preset)
+		if preset == *cfgPath {
+			fmt.Fprintf(e.stderr, "rella: using the built-in preset %s\n", preset)
+		} else {
+			fmt.Fprintf(e.stderr, "rella: no file %s here; using the built-in preset %s\n", *cfgPath, preset)
+		}
 	}
 	cfg, err := configs.Load(*cfgPath, overrides)
 	if err != nil {
@@ -149,8 +153,11 @@ func checkModel(r *pipeline.Runner) error {
 // tokenizer.model or tokenizer.json (what tokenizer.Load reads).
 func checkTokenizer(path string) error {
 	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no tokenizer at %s: no such file or folder", path)
+	}
 	if err != nil {
-		return fmt.Errorf("tokenizer %w", err)
+		return fmt.Errorf("tokenizer: %w", err)
 	}
 	if !st.IsDir() {
 		return nil
