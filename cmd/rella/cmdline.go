@@ -7,14 +7,21 @@ import (
 	"strings"
 )
 
-// programName is how the user ran rella, for the commands rella prints back:
-// os.Args[0] as typed (so "./bin/rella" pastes back where it was run), or
-// "rella" when the binary lies in a temporary build folder (go run).
+// programName is how the user ran rella, quoted for a shell, for the
+// commands rella prints back: os.Args[0] as typed (so "./bin/rella" pastes
+// back where it was run); for a binary in a temporary build folder (go run),
+// "go run ./cmd/rella" when run from the repository root, else "rella".
 func programName(arg0 string) string {
-	if arg0 == "" || strings.Contains(arg0, "go-build") || strings.HasPrefix(arg0, os.TempDir()+string(filepath.Separator)) {
+	if arg0 == "" {
 		return "rella"
 	}
-	return arg0
+	if strings.Contains(arg0, "go-build") || strings.HasPrefix(arg0, os.TempDir()+string(filepath.Separator)) {
+		if _, err := os.Stat(filepath.Join("cmd", "rella", "main.go")); err == nil {
+			return "go run ./cmd/rella"
+		}
+		return "rella"
+	}
+	return shellQuote(arg0)
 }
 
 // plainWord matches the words a POSIX shell reads back unchanged without quotes.
@@ -41,13 +48,13 @@ func shellJoin(words []string) string {
 // commandLine is the command as the user typed it: program, subcommand and
 // every argument, quoted for a shell.
 func (e *env) commandLine(name string, args []string) string {
-	return shellJoin(append([]string{e.program(), name}, args...))
+	return e.program() + " " + shellJoin(append([]string{name}, args...))
 }
 
 // resumeLine is the command that continues this run: the same command line
 // (config, flags and every override, in their order) with --resume once.
 func (e *env) resumeLine(name string, args []string) string {
-	words := []string{e.program(), name}
+	words := []string{name}
 	var tail []string // after "--" every word is positional
 	for i, a := range args {
 		if a == "--" {
@@ -60,7 +67,7 @@ func (e *env) resumeLine(name string, args []string) string {
 		words = append(words, a)
 	}
 	words = append(append(words, "--resume"), tail...)
-	return shellJoin(words)
+	return e.program() + " " + shellJoin(words)
 }
 
 // isFlagNamed reports whether arg is the flag name (-name, --name, -name=v, --name=v).
@@ -73,6 +80,7 @@ func isFlagNamed(arg, name string) bool {
 	return a == name
 }
 
+// program is the program part of a printed command line, already quoted.
 func (e *env) program() string {
 	if e.prog == "" {
 		return "rella"

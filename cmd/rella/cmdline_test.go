@@ -46,10 +46,11 @@ func TestResumeLineRepeatsTheWholeCommand(t *testing.T) {
 		// a run that was itself resumed says --resume once
 		{"./bin/rella", []string{"configs/q.yaml", "--resume", "--force", "lora.lora_r=4", "-resume=true"},
 			[]string{"./bin/rella", "train", "configs/q.yaml", "--force", "lora.lora_r=4", "--resume"}},
-		{"/opt/my tools/rella", []string{"--config=my run.yaml", "output_dir=runs/a b"},
+		{"'/opt/my tools/rella'", []string{"--config=my run.yaml", "output_dir=runs/a b"},
 			[]string{"/opt/my tools/rella", "train", "--config=my run.yaml", "output_dir=runs/a b", "--resume"}},
 		{"", []string{"-c", "q.yaml", "--", "--resume"},
 			[]string{"rella", "train", "-c", "q.yaml", "--resume", "--", "--resume"}},
+		{"go run ./cmd/rella", []string{"q.yaml"}, []string{"go", "run", "./cmd/rella", "train", "q.yaml", "--resume"}},
 	}
 	for _, c := range cases {
 		e := &env{prog: c.prog}
@@ -65,11 +66,17 @@ func TestProgramName(t *testing.T) {
 		"rella":                           "rella",
 		"./bin/rella":                     "./bin/rella",
 		"/usr/local/bin/rella":            "/usr/local/bin/rella",
-		"/tmp/go-build123/b001/exe/rella": "rella", // go run
+		"/opt/my tools/rella":             "'/opt/my tools/rella'",
+		"/tmp/go-build123/b001/exe/rella": "rella", // go run outside the repository
 		"":                                "rella",
 	} {
 		if got := programName(arg0); got != want {
 			t.Errorf("programName(%q) = %q, want %q", arg0, got, want)
 		}
+	}
+	// go run from the repository root pastes back as go run
+	t.Chdir("../..")
+	if got := programName("/tmp/go-build123/b001/exe/rella"); got != "go run ./cmd/rella" {
+		t.Errorf("go run from the repository root: %q", got)
 	}
 }

@@ -22,7 +22,7 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
-	prog   string // the program as invoked, for the commands rella prints back; "" = "rella"
+	prog   string // the program as invoked, shell-quoted, for the commands rella prints back; "" = "rella"
 }
 
 // command is one subcommand of rella.
