@@ -212,13 +212,27 @@ func Parse(name string, src []byte, overrides []string) (*Config, error) {
 			return nil, err
 		}
 	}
+	// a value that fails validation is named by the override that set it,
+	// not by the line of the file it replaced
+	where := func(key string) string {
+		for i := len(overrides) - 1; i >= 0; i-- { // the last override of a key wins
+			k, _, _ := strings.Cut(overrides[i], "=")
+			if key == k || strings.HasPrefix(key, k+".") {
+				return "override " + overrides[i]
+			}
+		}
+		if l := lineOf(doc, strings.Split(key, ".")); l > 0 {
+			return fmt.Sprintf("config %s:%d", name, l)
+		}
+		return "config " + name
+	}
 	// check has vetted every key and scalar, so this decode fills in
 	// the values over the defaults.
 	if err := doc.Decode(&cfg); err != nil {
 		return nil, fmt.Errorf("config %s: %v", name, cleanYAMLError(err))
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, locate(name, doc, err)
+		return nil, locate(name, where, err)
 	}
 	return &cfg, nil
 }
@@ -457,18 +471,17 @@ func override(doc *yaml.Node, ov string) error {
 
 var dottedKey = regexp.MustCompile(`^([a-z0-9_]+(?:\.[a-z0-9_]+)*): `)
 
-// locate prefixes each validation error with the file and, where the key is
-// written in the file, its line; defaults that fail name only the key.
-func locate(file string, doc *yaml.Node, err error) error {
+// locate prefixes each validation error with where its key was set: the
+// key=value override that set it, or the file and, where the key is written
+// in the file, its line; defaults that fail name only the file and key.
+func locate(file string, where func(key string) string, err error) error {
 	var lines []string
 	for _, line := range strings.Split(err.Error(), "\n") {
-		where := "config " + file
+		at := "config " + file
 		if m := dottedKey.FindStringSubmatch(line); m != nil {
-			if l := lineOf(doc, strings.Split(m[1], ".")); l > 0 {
-				where = fmt.Sprintf("config %s:%d", file, l)
-			}
+			at = where(m[1])
 		}
-		lines = append(lines, where+": "+line)
+		lines = append(lines, at+": "+line)
 	}
 	return errors.New(strings.Join(lines, "\n"))
 }

@@ -89,6 +89,40 @@ func TestBadConfigsNameFileLineAndKey(t *testing.T) {
 	}
 }
 
+// A value that fails validation after a key=value override is named by the
+// override, not by the line of the file (or preset) whose value it replaced.
+func TestOverrideErrorsNameTheOverride(t *testing.T) {
+	p := writeConfig(t, "output_dir: o\nmodel:\n  device: cpu\ndata:\n  history_len: 5\n")
+	cases := []struct {
+		path      string
+		overrides []string
+		want      string
+	}{
+		{p, []string{"model.device=tpu"}, "override model.device=tpu: model.device: must be cpu or gpu"},
+		{p, []string{"data.history_len=9", "data.history_len=0"}, "override data.history_len=0: data.history_len"},
+		{p, []string{"evaluation.split=dev"}, "override evaluation.split=dev: evaluation.split"},
+		{"quickstart", []string{"model.device=tpu"}, "override model.device=tpu: model.device"},
+	}
+	for _, c := range cases {
+		_, err := Load(c.path, c.overrides)
+		if err == nil {
+			t.Errorf("%v: no error", c.overrides)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %q, want it to contain %q", c.overrides, err, c.want)
+		}
+		if strings.Contains(err.Error(), ".yaml:") {
+			t.Errorf("%v: error %q names a file line, but the override set the value", c.overrides, err)
+		}
+	}
+	// without an override the file's line is still named
+	q := writeConfig(t, "model:\n  device: tpu\n")
+	if _, err := Load(q, []string{"data.history_len=3"}); err == nil || !strings.Contains(err.Error(), q+":2: model.device") {
+		t.Errorf("file value: error %v, want %s:2", err, q)
+	}
+}
+
 func TestMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"), nil)
 	if err == nil || !strings.Contains(err.Error(), "nope.yaml") || !strings.Contains(err.Error(), "presets") {

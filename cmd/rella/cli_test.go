@@ -43,7 +43,7 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{nil, 2, []string{"usage: rella COMMAND"}},
 		{[]string{"frobnicate"}, 2, []string{`unknown command "frobnicate"`}},
-		{[]string{"prepare"}, 2, []string{"-c CONFIG is required", "usage: rella prepare -c CONFIG"}},
+		{[]string{"prepare"}, 2, []string{"-c CONFIG is required", "usage: rella prepare CONFIG|-c CONFIG"}},
 		{[]string{"prompts", "-c", "quickstart", "--split", "dev"}, 2, []string{"--split must be train, valid or test", "usage: rella prompts"}},
 		{[]string{"prepare", "-c", "quickstart", "--bogus"}, 2, []string{"flag provided but not defined: -bogus"}},
 		{[]string{"prepare", "-c", "quickstart", "stray"}, 2, []string{`unexpected argument "stray"`}},

@@ -14,6 +14,10 @@ func gpuSelftestCommand() command {
 		name:    "gpu-selftest",
 		summary: "check the GPU kernels and engine on this machine (GPU builds; see scripts/gpu-check.sh)",
 		usage:   "rella gpu-selftest [--device N] [--seed S] [--model DIR] [--bench DIR [--reps N]] [--precision bf16|f16|f32]",
+		examples: []string{
+			"rella gpu-selftest",
+			"rella gpu-selftest --device 1 --model ../shared/fixtures/stories260K --precision bf16",
+		},
 		run: func(ctx context.Context, e *env, args []string) error {
 			fs := newFlags("gpu-selftest")
 			dev := fs.Int("device", 0, "CUDA device index")

@@ -31,6 +31,10 @@ func gradsCommand() command {
 		summary: "LoRA gradients of one batch from a given adapter (the Go side of scripts/hf_peft.py step)",
 		usage: "rella grads --model DIR --batch FILE.json --lora-init FILE.safetensors --out DIR " +
 			"[--device cpu|gpu] [--dtype float32|float64|bf16|fp16] [--r 8 --alpha 16 --targets q_proj,v_proj]",
+		examples: []string{
+			"rella grads --model ../shared/fixtures/stories260K --batch batch.json --lora-init lora_init.safetensors --out grads-cpu",
+			"rella grads --model /models/vicuna-7b --batch batch.json --lora-init lora_init.safetensors --out grads-gpu --device gpu --dtype bf16",
+		},
 		run: runGrads,
 	}
 }

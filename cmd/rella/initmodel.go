@@ -14,6 +14,9 @@ func initModelCommand() command {
 		summary: "write a small random LLaMA checkpoint (HF layout) for tests and the quickstart",
 		usage: "rella init-model --out DIR [--tokenizer DIR] [--hidden N] [--layers N] [--heads N] [--kv-heads N] " +
 			"[--intermediate N] [--vocab N] [--seed N] [--dtype f32|bf16|f16]",
+		examples: []string{
+			"rella init-model --out runs/tiny-model --tokenizer ../shared/fixtures/tokenizer/llama --hidden 64 --layers 2",
+		},
 		run: runInitModel,
 	}
 }

@@ -17,7 +17,10 @@ func logitsCommand() command {
 		name:    "logits",
 		summary: "print a model's last-position logits and per-position argmax for token ids (CPU)",
 		usage:   "rella logits --model DIR --tokens 1,403,407 [--dtype float32|float64]",
-		run:     runLogits,
+		examples: []string{
+			"rella logits --model ../shared/fixtures/stories260K --tokens 1,403,407",
+		},
+		run: runLogits,
 	}
 }
 

@@ -22,14 +22,16 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
+	prog   string // the program as invoked, shell-quoted, for the commands rella prints back; "" = "rella"
 }
 
 // command is one subcommand of rella.
 type command struct {
-	name    string
-	summary string // one line for the command list
-	usage   string // the synopsis, e.g. "rella prompts -c CONFIG --split train|valid|test [--limit N]"
-	run     func(ctx context.Context, e *env, args []string) error
+	name     string
+	summary  string   // one line for the command list
+	usage    string   // the synopsis, e.g. "rella prompts -c CONFIG --split train|valid|test [--limit N]"
+	examples []string // command lines `rella help NAME` shows
+	run      func(ctx context.Context, e *env, args []string) error
 }
 
 // usageError is a mistake in the command line: rella prints the usage after it.
@@ -54,32 +56,60 @@ func commands() []command {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr,
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go watchSignals(sigs, cancel, os.Stderr, os.Exit)
+	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, prog: programName(os.Args[0]),
 		log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))}
-	os.Exit(runMain(ctx, e, os.Args[1:]))
+	code := runMain(ctx, e, os.Args[1:])
+	cancel(nil)
+	os.Exit(code)
 }
 
 // runMain dispatches args to a subcommand and maps its error to an exit code.
 func runMain(ctx context.Context, e *env, args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
 		printCommands(e.stderr)
 		if len(args) == 0 {
 			return 2
 		}
 		return 0
 	}
-	for _, c := range commands() {
-		if c.name != args[0] {
-			continue
+	switch args[0] {
+	case "--version", "-version", "version":
+		fmt.Fprintln(e.stdout, versionLine())
+		return 0
+	case "help":
+		if len(args) == 1 {
+			printCommands(e.stdout)
+			return 0
 		}
+		if len(args) > 2 {
+			fmt.Fprintf(e.stderr, "rella help: one command at a time, got %q\n", args[1:])
+			return 2
+		}
+		if _, ok := findCommand(args[1]); !ok {
+			fmt.Fprintf(e.stderr, "rella help: unknown command %q\n", args[1])
+			printCommands(e.stderr)
+			return 2
+		}
+		// every command parses its flags first, so -h prints its help and runs nothing
+		ee := *e
+		ee.stderr = e.stdout // asked-for help goes to stdout
+		return runMain(ctx, &ee, []string{args[1], "-h"})
+	}
+	if c, ok := findCommand(args[0]); ok {
 		err := c.run(ctx, e, args[1:])
+		var he helpError
 		switch {
 		case err == nil:
 			return 0
+		case errors.As(err, &he):
+			printHelp(e.stderr, c, he.fs)
+			return 0
 		case errors.Is(err, flag.ErrHelp):
-			fmt.Fprintf(e.stderr, "usage: %s\n", c.usage)
+			printHelp(e.stderr, c, nil)
 			return 0
 		}
 		var ue usageError
@@ -97,11 +127,22 @@ func runMain(ctx context.Context, e *env, args []string) int {
 
 func printCommands(w io.Writer) {
 	var b strings.Builder
-	b.WriteString("usage: rella COMMAND [flags]\n\ncommands:\n")
+	b.WriteString("usage: rella COMMAND [flags] [CONFIG] [key=value ...]\n\ncommands:\n")
 	for _, c := range commands() {
 		fmt.Fprintf(&b, "  %-12s %s\n", c.name, c.summary)
 	}
+	b.WriteString("\n`rella help COMMAND` (or `rella COMMAND -h`) lists a command's flags with examples;\n`rella --version` prints the version and commit.\n")
 	io.WriteString(w, b.String())
+}
+
+// findCommand returns the subcommand called name.
+func findCommand(name string) (command, bool) {
+	for _, c := range commands() {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
 }
 
 // newFlags makes a FlagSet that reports errors instead of exiting, and prints nothing itself.
@@ -111,23 +152,34 @@ func newFlags(name string) *flag.FlagSet {
 	return fs
 }
 
+// helpError is a -h/--help on the command line: rella prints the command's
+// usage, flags and examples and exits 0.
+type helpError struct{ fs *flag.FlagSet }
+
+func (helpError) Error() string { return flag.ErrHelp.Error() }
+func (helpError) Unwrap() error { return flag.ErrHelp }
+
 // parseFlags parses args, turning flag mistakes into usage errors.
 // Go's flag package stops at the first non-flag; rella lets flags and
-// positional arguments (such as key=value overrides) mix.
+// positional arguments (the config, key=value overrides) mix in any order,
+// as in `rella run configs/x.yaml --resume`. After "--" every word is positional.
 func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	var rest []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
+				return nil, helpError{fs}
 			}
 			return nil, usageError{err.Error()}
 		}
-		args = fs.Args()
-		if len(args) == 0 {
+		left := fs.Args()
+		if n := len(args) - len(left); n > 0 && args[n-1] == "--" {
+			return append(rest, left...), nil
+		}
+		if len(left) == 0 {
 			return rest, nil
 		}
-		rest = append(rest, args[0])
-		args = args[1:]
+		rest = append(rest, left[0])
+		args = left[1:]
 	}
 }

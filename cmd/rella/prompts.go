@@ -12,13 +12,17 @@ func promptsCommand() command {
 	return command{
 		name:    "prompts",
 		summary: "print a split's ReLLa prompts as JSON Lines {\"input\", \"output\"}",
-		usage:   "rella prompts -c CONFIG --split train|valid|test [--limit N] [--retrieval] [key=value ...]",
+		usage:   "rella prompts CONFIG|-c CONFIG --split train|valid|test [--limit N] [--retrieval] [key=value ...]",
+		examples: []string{
+			"rella prompts configs/quickstart.yaml --split test --limit 3",
+			"rella prompts configs/quickstart.yaml --split test --retrieval data.history_len=10",
+		},
 		run: func(ctx context.Context, e *env, args []string) error {
 			fs := newFlags("prompts")
 			cfg := configFlag(fs)
-			split := fs.String("split", "", "train, valid or test")
-			limit := fs.Int("limit", 0, "print only the first N prompts (0 = all)")
-			subr := fs.Bool("retrieval", false, "choose each history by SUBR (needs `rella retrieve` first)")
+			split := fs.String("split", "", "which split's prompts: train, valid or test (e.g. --split test)")
+			limit := fs.Int("limit", 0, "print only the first N prompts, 0 = all (e.g. --limit 3)")
+			subr := fs.Bool("retrieval", false, "choose each history by SUBR instead of recency (needs rella retrieve first)")
 			r, err := loadRun(e, fs, cfg, args)
 			if err != nil {
 				return err
@@ -31,6 +35,11 @@ func promptsCommand() command {
 			if *limit < 0 {
 				return usageErrorf("--limit must not be negative")
 			}
+			release, err := claim(e, r, "prompts", args, needs{})
+			if err != nil {
+				return err
+			}
+			defer release()
 			ds, err := r.Prepare(ctx)
 			if err != nil {
 				return err

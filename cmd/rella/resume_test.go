@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,9 +16,10 @@ import (
 )
 
 // SIGTERM in the middle of `rella train` (the command's context is the one
-// signal.NotifyContext cancels) saves a checkpoint and exits 0 saying how to
-// resume; `rella train --resume` then ends with the same adapter, bit for
-// bit, as a run that was never interrupted.
+// the first signal cancels) saves a checkpoint and exits 0 printing the
+// command that resumes it: the whole command line, overrides included,
+// quoted for a shell. Running exactly that line (split by sh) ends with the
+// same adapter, bit for bit, as a run that was never interrupted.
 func TestTrainInterruptAndResumeIsExact(t *testing.T) {
 	tok := testenv.Shared(t, "fixtures/tokenizer/llama")
 	dir := t.TempDir()
@@ -37,12 +39,17 @@ retrieval: {train_samples: 40}
 		t.Fatalf("uninterrupted train: exit %d\n%s", code, stderr)
 	}
 
-	cut := config("cut")
+	// The config's own output_dir is a decoy: the run goes where the
+	// override says (a folder with a space and a quote in its name), so a
+	// resume command that dropped the overrides would resume nothing.
+	cut := config("cut-preset")
+	cutDir := filepath.Join(dir, "cut it's")
+	cutArgs := []string{"train", "-c", cut, "output_dir=" + cutDir, "training.eval_steps=10"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { // "SIGTERM" once the run has saved its third checkpoint
 		for ctx.Err() == nil {
-			if _, err := os.Stat(filepath.Join(dir, "cut", "train", "checkpoint-3")); err == nil {
+			if _, err := os.Stat(filepath.Join(cutDir, "train", "checkpoint-3")); err == nil {
 				cancel()
 				return
 			}
@@ -51,21 +58,27 @@ retrieval: {train_samples: 40}
 	}()
 	var out, errb bytes.Buffer
 	e := &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if code := runMain(ctx, e, []string{"train", "-c", cut}); code != 0 {
+	if code := runMain(ctx, e, cutArgs); code != 0 {
 		t.Fatalf("interrupted train: exit %d, want 0\n%s", code, errb.String())
 	}
-	if !strings.Contains(errb.String(), "resume with: rella train -c "+cut+" --resume") {
+	_, line, ok := strings.Cut(errb.String(), "resume with: ")
+	if !ok {
 		t.Fatalf("interrupted train did not say how to resume:\n%s", errb.String())
 	}
-	if _, err := os.Stat(filepath.Join(dir, "cut", "train", "test-recency", "metrics.json")); err == nil {
+	line, _, _ = strings.Cut(line, "\n")
+	words := shellWords(t, line)
+	if want := append([]string{"rella"}, append(cutArgs, "--resume")...); !slices.Equal(words, want) {
+		t.Fatalf("resume command %s\nsplits into %q,\nwant %q", line, words, want)
+	}
+	if _, err := os.Stat(filepath.Join(cutDir, "train", "test-recency", "metrics.json")); err == nil {
 		t.Fatal("the interrupted run finished anyway: the test interrupted nothing")
 	}
-	if code, _, stderr := rella(t, "train", "-c", cut, "--resume"); code != 0 {
+	if code, _, stderr := rella(t, words[1:]...); code != 0 {
 		t.Fatalf("resumed train: exit %d\n%s", code, stderr)
 	}
 	for _, f := range []string{"adapter/adapter_model.safetensors", "train/final/adapter_model.safetensors", "train/test-recency/predictions.jsonl"} {
 		a, err1 := os.ReadFile(filepath.Join(dir, "whole", f))
-		b, err2 := os.ReadFile(filepath.Join(dir, "cut", f))
+		b, err2 := os.ReadFile(filepath.Join(cutDir, f))
 		if err1 != nil || err2 != nil {
 			t.Fatalf("%s: %v %v", f, err1, err2)
 		}
@@ -74,19 +87,28 @@ retrieval: {train_samples: 40}
 		}
 	}
 
-	// A fresh run over an earlier one is refused with the command that continues it.
-	code, _, stderr := rella(t, "train", "-c", cut)
-	if code == 0 || !strings.Contains(stderr, "continue it with: rella train -c "+cut+" --resume") {
-		t.Errorf("fresh run over an earlier one: exit %d, stderr %q", code, stderr)
+	// A fresh run over an earlier one is refused with the whole command
+	// that continues it.
+	code, _, stderr := rella(t, cutArgs...)
+	_, line, ok = strings.Cut(stderr, "continue it with: ")
+	line, _, _ = strings.Cut(line, " (or remove")
+	if code == 0 || !ok {
+		t.Fatalf("fresh run over an earlier one: exit %d, stderr %q", code, stderr)
+	}
+	if got, want := shellWords(t, line), append([]string{"rella"}, append(cutArgs, "--resume")...); !slices.Equal(got, want) {
+		t.Errorf("continue command %s\nsplits into %q, want %q", line, got, want)
 	}
 
 	// Resuming with a setting that changes the run is refused, naming it,
 	// unless forced.
-	code, _, stderr = rella(t, "train", "-c", cut, "--resume", "training.learning_rate=0.5")
+	code, _, stderr = rella(t, append(cutArgs, "--resume", "training.learning_rate=0.5")...)
 	if code == 0 || !strings.Contains(stderr, "learning_rate") {
 		t.Errorf("resume with another learning rate: exit %d, stderr %q; want a refusal naming learning_rate", code, stderr)
 	}
-	if code, _, stderr := rella(t, "train", "-c", cut, "--resume", "--force", "training.learning_rate=0.5"); code != 0 {
+	if code, _, stderr := rella(t, append(cutArgs, "--resume", "--force", "training.learning_rate=0.5")...); code != 0 {
 		t.Errorf("forced resume: exit %d: %s", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cut-preset")); err == nil {
+		t.Errorf("the config's own output_dir was written, though every command overrode it")
 	}
 }

@@ -11,11 +11,15 @@ func scoreCommand() command {
 	return command{
 		name:    "score",
 		summary: "zero-shot P(Yes) for a split's prompts; writes OUTPUT_DIR/score/<split>-<recency|subr>[-<adapter>]/{predictions.jsonl,metrics.json}",
-		usage:   "rella score -c CONFIG [--split test|valid|train] [key=value ...]",
+		usage:   "rella score CONFIG|-c CONFIG [--split test|valid|train] [key=value ...]",
+		examples: []string{
+			"rella score configs/quickstart.yaml",
+			"rella score configs/quickstart.yaml --split valid model.adapter=runs/quickstart/adapter",
+		},
 		run: func(ctx context.Context, e *env, args []string) error {
 			fs := newFlags("score")
 			cfg := configFlag(fs)
-			split := fs.String("split", "", "split to score (default: evaluation.split)")
+			split := fs.String("split", "", "split to score: test, valid or train (default: evaluation.split; e.g. --split valid)")
 			r, err := loadRun(e, fs, cfg, args)
 			if err != nil {
 				return err
@@ -28,6 +32,11 @@ func scoreCommand() command {
 			default:
 				return usageErrorf("--split must be train, valid or test, got %q", *split)
 			}
+			release, err := claim(e, r, "score", args, needs{model: true})
+			if err != nil {
+				return err
+			}
+			defer release()
 			ds, err := r.Prepare(ctx)
 			if err != nil {
 				return err

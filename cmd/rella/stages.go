@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 
 	"github.com/rella-project/rella/data"
@@ -12,11 +13,15 @@ import (
 
 // datasetCommand makes a subcommand that loads the config, prepares the
 // dataset and runs stage on it.
-func datasetCommand(name, summary string, stage func(ctx context.Context, r *pipeline.Runner, ds *data.Dataset) error) command {
+func datasetCommand(name, summary string, n needs, stage func(ctx context.Context, r *pipeline.Runner, ds *data.Dataset) error) command {
 	return command{
 		name:    name,
 		summary: summary,
-		usage:   "rella " + name + " -c CONFIG [key=value ...]",
+		usage:   "rella " + name + " CONFIG|-c CONFIG [key=value ...]",
+		examples: []string{
+			"rella " + name + " configs/quickstart.yaml",
+			"rella " + name + " -c configs/ml1m-zeroshot.yaml data.dir=/data/ml-1m output_dir=runs/ml1m",
+		},
 		run: func(ctx context.Context, e *env, args []string) error {
 			fs := newFlags(name)
 			cfg := configFlag(fs)
@@ -24,6 +29,11 @@ func datasetCommand(name, summary string, stage func(ctx context.Context, r *pip
 			if err != nil {
 				return err
 			}
+			release, err := claim(e, r, name, args, n)
+			if err != nil {
+				return err
+			}
+			defer release()
 			ds, err := r.Prepare(ctx)
 			if err != nil {
 				return err
@@ -34,12 +44,12 @@ func datasetCommand(name, summary string, stage func(ctx context.Context, r *pip
 }
 
 func prepareCommand() command {
-	return datasetCommand("prepare", "build the CTR samples of a dataset and write OUTPUT_DIR/data/stats.json",
+	return datasetCommand("prepare", "build the CTR samples of a dataset and write OUTPUT_DIR/data/stats.json", needs{},
 		func(context.Context, *pipeline.Runner, *data.Dataset) error { return nil })
 }
 
 func embedCommand() command {
-	return datasetCommand("embed", "embed every item with the model (SUBR); writes OUTPUT_DIR/subr/item_embeddings.safetensors",
+	return datasetCommand("embed", "embed every item with the model (SUBR); writes OUTPUT_DIR/subr/item_embeddings.safetensors", needs{model: true},
 		func(ctx context.Context, r *pipeline.Runner, ds *data.Dataset) error {
 			_, err := r.Embed(ctx, ds)
 			return err
@@ -47,7 +57,7 @@ func embedCommand() command {
 }
 
 func retrieveCommand() command {
-	return datasetCommand("retrieve", "PCA the item embeddings and select every sample's SUBR top-K history",
+	return datasetCommand("retrieve", "PCA the item embeddings and select every sample's SUBR top-K history", needs{},
 		func(ctx context.Context, r *pipeline.Runner, ds *data.Dataset) error { return r.Retrieve(ctx, ds) })
 }
 
@@ -55,16 +65,27 @@ func trainCommand() command {
 	return command{
 		name:    "train",
 		summary: "fine-tune LoRA adapters (ReiT), evaluate, and write the best adapter",
-		usage:   "rella train -c CONFIG [--resume [--force]] [key=value ...]",
+		usage:   "rella train CONFIG|-c CONFIG [--resume [--force]] [key=value ...]",
+		examples: []string{
+			"rella train configs/quickstart.yaml training.max_steps=50 output_dir=runs/try",
+			"rella train configs/quickstart.yaml training.max_steps=50 output_dir=runs/try --resume",
+		},
 		run: func(ctx context.Context, e *env, args []string) error {
 			fs := newFlags("train")
 			cfg := configFlag(fs)
-			force := fs.Bool("force", false, "with --resume: accept a checkpoint whose run-defining settings differ from the config")
-			resume := fs.Bool("resume", false, "continue from the newest complete checkpoint")
+			force, resume := resumeFlags(fs, "continue from the newest complete checkpoint in OUTPUT_DIR/train")
 			r, err := loadRun(e, fs, cfg, args)
 			if err != nil {
 				return err
 			}
+			if *force && !*resume {
+				return usageErrorf("--force only applies with --resume")
+			}
+			release, err := claim(e, r, "train", args, needs{model: true})
+			if err != nil {
+				return err
+			}
+			defer release()
 			r.Force = *force
 			ds, err := r.Prepare(ctx)
 			if err != nil {
@@ -72,12 +93,19 @@ func trainCommand() command {
 			}
 			res, err := r.Train(ctx, ds, *resume)
 			if err != nil {
-				return interrupted(e, err, "rella train -c "+*cfg+" --resume")
+				return interrupted(e, err, e.resumeLine("train", args))
 			}
 			fmt.Fprint(e.stdout, (&pipeline.Summary{Rows: res}).Table())
 			return nil
 		},
 	}
+}
+
+// resumeFlags registers --resume and --force.
+func resumeFlags(fs *flag.FlagSet, resumeUsage string) (force, resume *bool) {
+	force = fs.Bool("force", false, "with --resume: accept a checkpoint whose run-defining settings (learning rate, data, LoRA shape, ...) differ from the config; the checkpoint's settings win")
+	resume = fs.Bool("resume", false, resumeUsage)
+	return force, resume
 }
 
 // interrupted turns a training run stopped by SIGINT/SIGTERM (which saved a

@@ -11,12 +11,16 @@ func studyCommand() command {
 	return command{
 		name:    "study",
 		summary: "AUC versus history length K (zero-shot) or training samples N (ReiT): CSV table and PNG plot",
-		usage:   "rella study -c CONFIG --param K|N --values 5,10,15 [--resume] [key=value ...]",
+		usage:   "rella study CONFIG|-c CONFIG --param K|N --values 5,10,15 [--resume] [key=value ...]",
+		examples: []string{
+			"rella study configs/quickstart.yaml --param K --values 1,3,5,10",
+			"rella study configs/quickstart.yaml --param N --values 100,200,400 --resume",
+		},
 		run: func(ctx context.Context, e *env, args []string) error {
 			fs := newFlags("study")
 			cfg := configFlag(fs)
-			param := fs.String("param", "", "K (history length, zero-shot) or N (training samples, fine-tuning)")
-			list := fs.String("values", "", "comma-separated values of the parameter")
+			param := fs.String("param", "", "K (history length, zero-shot scoring) or N (training samples, fine-tuning); e.g. --param K")
+			list := fs.String("values", "", "comma-separated values of the parameter, e.g. --values 5,10,15")
 			resume := fs.Bool("resume", false, "resume unfinished training runs (param N)")
 			r, err := loadRun(e, fs, cfg, args)
 			if err != nil {
@@ -33,9 +37,14 @@ func studyCommand() command {
 				}
 				values = append(values, v)
 			}
+			release, err := claim(e, r, "study", args, needs{model: true})
+			if err != nil {
+				return err
+			}
+			defer release()
 			rows, err := r.Study(ctx, *param, values, *resume)
 			if err != nil {
-				return interrupted(e, err, "rella study -c "+*cfg+" --param "+*param+" --values "+*list+" --resume")
+				return interrupted(e, err, e.resumeLine("study", args))
 			}
 			for _, row := range rows {
 				fmt.Fprintf(e.stdout, "%s=%-6d %-28s auc=%.4f\n", row.Param, row.X, row.Variant, row.AUC)

@@ -17,7 +17,10 @@ func tokenizeCommand() command {
 		name:    "tokenize",
 		summary: "encode JSON-string lines from stdin into token-id arrays",
 		usage:   "rella tokenize --tokenizer PATH [--bos] < lines.jsonl",
-		run:     runTokenize,
+		examples: []string{
+			`echo '"Hello world"' | rella tokenize --tokenizer ../shared/fixtures/tokenizer/llama --bos`,
+		},
+		run: runTokenize,
 	}
 }
 
