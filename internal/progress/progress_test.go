@@ -29,43 +29,11 @@ func testLogger(buf *bytes.Buffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{ReplaceAttr: noTime}))
 }
 
-// screen replays terminal output (printable runes, \r, \n and the
-// erase-to-end-of-line sequence ESC [ K, the only controls the Reporter
-// writes) and returns the rows a person would see. Any other escape
-// sequence fails the test.
 func screen(t *testing.T, out string) []string {
 	t.Helper()
-	rows := [][]rune{nil}
-	col := 0
-	rs := []rune(out)
-	for i := 0; i < len(rs); i++ {
-		row := &rows[len(rows)-1]
-		switch c := rs[i]; c {
-		case '\r':
-			col = 0
-		case '\n':
-			rows = append(rows, nil)
-			col = 0
-		case 0x1b:
-			if i+2 >= len(rs) || rs[i+1] != '[' || rs[i+2] != 'K' {
-				t.Fatalf("unexpected escape sequence at %d: %q", i, string(rs[i:min(i+6, len(rs))]))
-			}
-			*row = (*row)[:min(col, len(*row))]
-			i += 2
-		default:
-			for len(*row) <= col {
-				*row = append(*row, ' ')
-			}
-			(*row)[col] = c
-			col++
-		}
-	}
-	var s []string
-	for _, r := range rows {
-		s = append(s, string(r))
-	}
-	if s[len(s)-1] == "" {
-		s = s[:len(s)-1]
+	s, err := Screen(out)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return s
 }
@@ -228,6 +196,17 @@ func TestEvents(t *testing.T) {
 	}
 	if !New(Options{Terminal: true}).Handler(h).Enabled(context.Background(), slog.LevelInfo) {
 		t.Error("wrapped handler disabled")
+	}
+}
+
+// TestScreen checks the test helper itself: overwrite, erase, new rows.
+func TestScreen(t *testing.T) {
+	got, err := Screen("abcdef\rxy\x1b[K\nline two\n\rbar 1\rbar 22\x1b[K")
+	if err != nil || strings.Join(got, "|") != "xy|line two|bar 22" {
+		t.Errorf("%q %v", got, err)
+	}
+	if _, err := Screen("a\x1b[2J"); err == nil {
+		t.Error("unknown escape accepted")
 	}
 }
 
