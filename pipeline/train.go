@@ -9,6 +9,7 @@ import (
 	"github.com/rella-project/rella/cpu"
 	"github.com/rella-project/rella/data"
 	"github.com/rella-project/rella/engine"
+	"github.com/rella-project/rella/internal/progress"
 	"github.com/rella-project/rella/lora"
 	"github.com/rella-project/rella/metrics"
 	"github.com/rella-project/rella/model"
@@ -117,7 +118,11 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) (metr
 		return metrics.Result{}, err
 	}
 	defer eng.Close()
-	sc := &Scorer{Engine: eng, Yes: yes, No: no, BatchSize: c.Model.BatchSize, Progress: r.Progress}
+	// One reporter for the training bar and the evaluation and test
+	// scoring bars, so that they nest; the trainer's log records go through
+	// it too (on a terminal they clear the bar first).
+	rep := reporterFor(r.Progress, r.Log)
+	sc := &Scorer{Engine: eng, Yes: yes, No: no, BatchSize: c.Model.BatchSize, Progress: rep}
 	var eval trainer.Evaluator
 	if len(valid) > 0 {
 		labels := labelsOf(valid)
@@ -154,7 +159,7 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) (metr
 			"sample_seed":   strconv.FormatInt(c.Data.SampleSeed, 10),
 		},
 		Force:    r.Force,
-		Evaluate: eval, Log: r.Log, // the trainer shows its bar when stderr is a terminal
+		Evaluate: eval, Log: r.Log, Progress: rep,
 	})
 	if err != nil {
 		return metrics.Result{}, err
@@ -183,7 +188,8 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) (metr
 	if err != nil {
 		return metrics.Result{}, err
 	}
-	r.Log.Info("train: done", "steps", sum.Steps, "adapter", chosen, "test_auc", res.AUC, "test_logloss", res.LogLoss, "test_acc", res.Accuracy)
+	r.Log.Info("train: done", "steps", sum.Steps, "adapter", chosen, "test_auc", progress.Fixed(res.AUC, 4),
+		"test_logloss", progress.Fixed(res.LogLoss, 4), "test_acc", progress.Fixed(res.Accuracy, 4)) // full precision: train/metrics.json
 	return res, nil
 }
 
