@@ -6,6 +6,7 @@
 //	optimizer.safetensors   optimiser moments and any partial-window gradient sums (F32)
 //	state.json              the trainer's state (opaque here)
 //	config.yaml             a copy of the run's configuration, when given
+//	other files             any Contents.Files (the trainer's trainer_state.json)
 //	manifest.json           size and sha256 of every file above
 //	COMPLETE                written last; holds the sha256 of manifest.json
 //
@@ -59,6 +60,9 @@ type Contents struct {
 	Tensors []safetensors.Tensor // extra tensors: optimiser moments, partial gradients
 	State   any                  // marshalled (JSON) to state.json
 	Config  []byte               // copied to config.yaml when non-nil
+	// Files are extra files at the folder's top level, by plain file name
+	// (trainer_state.json); covered by the manifest like the others.
+	Files map[string][]byte
 }
 
 // Checkpoint names one checkpoint folder.
@@ -149,6 +153,23 @@ func Save(root string, c Contents) (dir string, err error) {
 	}
 	if c.Config != nil {
 		if err := writeFile(filepath.Join(tmp, ConfigFile), c.Config); err != nil {
+			return fail(err)
+		}
+	}
+	names := make([]string, 0, len(c.Files))
+	for n := range c.Files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		switch n {
+		case "", ".", "..", AdapterDir, OptimizerFile, StateFile, ConfigFile, ManifestFile, CompleteFile:
+			return fail(fmt.Errorf("extra file name %q is reserved or empty", n))
+		}
+		if filepath.Base(n) != n {
+			return fail(fmt.Errorf("extra file name %q is not a plain file name", n))
+		}
+		if err := writeFile(filepath.Join(tmp, n), c.Files[n]); err != nil {
 			return fail(err)
 		}
 	}

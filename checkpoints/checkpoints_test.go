@@ -208,3 +208,37 @@ func TestNameParse(t *testing.T) {
 		}
 	}
 }
+
+// TestExtraFiles: Contents.Files land at the folder's top level and are in
+// the manifest (a change to one makes the checkpoint fail to verify);
+// reserved or nested names are refused and leave nothing behind.
+func TestExtraFiles(t *testing.T) {
+	root := t.TempDir()
+	c := contents(3, 0)
+	c.Files = map[string][]byte{"trainer_state.json": []byte(`{"global_step": 3}` + "\n")}
+	dir, err := Save(root, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "trainer_state.json")
+	if b, err := os.ReadFile(p); err != nil || string(b) != "{\"global_step\": 3}\n" {
+		t.Fatalf("trainer_state.json: %q %v", b, err)
+	}
+	if err := Verify(dir); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(p, []byte(`{"global_step": 4}`+"\n"), 0o644)
+	if err := Verify(dir); err == nil || !strings.Contains(err.Error(), "trainer_state.json") {
+		t.Errorf("tampered extra file: %v", err)
+	}
+	for _, bad := range []string{StateFile, "sub/x.json", ""} {
+		c := contents(4, 0)
+		c.Files = map[string][]byte{bad: []byte("x")}
+		if _, err := Save(root, c); err == nil {
+			t.Errorf("extra file %q accepted", bad)
+		}
+	}
+	if all, _ := List(root); len(all) != 1 {
+		t.Errorf("refused saves left %d checkpoints", len(all)-1)
+	}
+}

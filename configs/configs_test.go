@@ -172,3 +172,35 @@ func TestMarshalRoundTrip(t *testing.T) {
 		t.Errorf("history_len: got %d, want 9", back.Data.HistoryLen)
 	}
 }
+
+// TestHFTrainingKeys: lr_scheduler cosine, warmup_ratio and
+// overwrite_output_dir parse, default as HF's (ratio 0, no overwrite),
+// are checked with file, line and key, and a misspelling gets a suggestion.
+func TestHFTrainingKeys(t *testing.T) {
+	d := Default().Training
+	if d.WarmupRatio != 0 || d.OverwriteOutputDir || d.LoggingSteps != 0 {
+		t.Errorf("defaults: warmup_ratio %v overwrite_output_dir %v logging_steps %d", d.WarmupRatio, d.OverwriteOutputDir, d.LoggingSteps)
+	}
+	p := writeConfig(t, "training:\n  lr_scheduler: cosine\n  warmup_ratio: 0.03\n  overwrite_output_dir: true\n")
+	c, err := Load(p, []string{"training.logging_steps=10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Training.LRScheduler != "cosine" || c.Training.WarmupRatio != 0.03 || !c.Training.OverwriteOutputDir || c.Training.LoggingSteps != 10 {
+		t.Errorf("got %+v", c.Training)
+	}
+	bad := writeConfig(t, "seed: 1\ntraining:\n  warmup_ratio: 1.5\n")
+	if _, err := Load(bad, nil); err == nil || err.Error() != "config "+bad+":3: training.warmup_ratio: must be in [0, 1], got 1.5" {
+		t.Errorf("bad ratio: %v", err)
+	}
+	if _, err := Load(p, []string{"training.lr_scheduler=cosin"}); err == nil || !strings.Contains(err.Error(), `"cosin" is not one of linear, cosine, constant`) {
+		t.Errorf("bad scheduler: %v", err)
+	}
+	typo := writeConfig(t, "training:\n  warmup_ration: 0.1\n")
+	if _, err := Load(typo, nil); err == nil || !strings.Contains(err.Error(), "did you mean training.warmup_ratio?") {
+		t.Errorf("typo: %v", err)
+	}
+	if _, err := Load(p, []string{"training.overwrite_output_dir=yes please"}); err == nil || !strings.Contains(err.Error(), "want true or false") {
+		t.Errorf("bad bool: %v", err)
+	}
+}

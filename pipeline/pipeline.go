@@ -17,7 +17,7 @@ import (
 type Runner struct {
 	Cfg      *configs.Config
 	Log      *slog.Logger
-	Progress io.Writer // progress bars go here (stderr); bars are silent unless it is a terminal
+	Progress io.Writer // stderr, or a *progress.Reporter: bars on a terminal, else a progress line every 30 s (training: every logging_steps)
 	Out      io.Writer // results a person reads (stdout)
 	// SUBRDir, when set, holds the SUBR artefacts (embeddings, vectors,
 	// selections) instead of OUTPUT_DIR/subr, so runs that differ only in K

@@ -10,6 +10,7 @@ import (
 	"github.com/rella-project/rella/cpu"
 	"github.com/rella-project/rella/data"
 	"github.com/rella-project/rella/engine"
+	"github.com/rella-project/rella/internal/progress"
 	"github.com/rella-project/rella/lora"
 	"github.com/rella-project/rella/metrics"
 	"github.com/rella-project/rella/model"
@@ -173,7 +174,11 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) ([]Re
 		return nil, err
 	}
 	defer eng.Close()
-	sc := &Scorer{Engine: eng, Yes: yes, No: no, BatchSize: c.Model.BatchSize, Progress: r.Progress}
+	// One reporter for the training bar and the evaluation and test
+	// scoring bars, so that they nest; the trainer's log records go through
+	// it too (on a terminal they clear the bar first).
+	rep := reporterFor(r.Progress, r.Log)
+	sc := &Scorer{Engine: eng, Yes: yes, No: no, BatchSize: c.Model.BatchSize, Progress: rep}
 	var eval trainer.Evaluator
 	if len(valid) > 0 {
 		labels := labelsOf(valid)
@@ -210,7 +215,7 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) ([]Re
 			"sample_seed":   strconv.FormatInt(c.Data.SampleSeed, 10),
 		},
 		Force:    r.Force,
-		Evaluate: eval, Log: r.Log, // the trainer shows its bar when stderr is a terminal
+		Evaluate: eval, Log: r.Log, Progress: rep,
 	})
 	if err != nil {
 		return nil, err
@@ -246,7 +251,8 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) ([]Re
 		if err != nil {
 			return nil, fmt.Errorf("train: test evaluation %s: %w", j.v.Dir(), err)
 		}
-		r.Log.Info("train: test evaluation", "variant", j.v.Dir(), "adapter", chosen, "n", res.N, "auc", res.AUC, "logloss", res.LogLoss, "acc", res.Accuracy)
+		r.Log.Info("train: test evaluation", "variant", j.v.Dir(), "adapter", chosen, "n", res.N,
+			"auc", progress.Fixed(res.AUC, 4), "logloss", progress.Fixed(res.LogLoss, 4), "acc", progress.Fixed(res.Accuracy, 4)) // full precision: metrics.json
 		out = append(out, Result{Variant: j.v, Dir: dir, K: k, Metrics: res})
 	}
 	r.Log.Info("train: done", "steps", sum.Steps, "adapter", chosen)
@@ -259,7 +265,7 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) ([]Re
 // logged, saved or resumed.
 func trainingFingerprint(c *configs.Config) string {
 	t := c.Training
-	t.LoggingSteps, t.SaveSteps, t.SaveTotalLimit, t.ResumeFromCheckpoint, t.RecordBatches = 0, 0, 0, "", false
+	t.LoggingSteps, t.SaveSteps, t.SaveTotalLimit, t.ResumeFromCheckpoint, t.RecordBatches, t.OverwriteOutputDir = 0, 0, 0, "", false, false
 	return hashInputs(map[string]string{
 		"training":      fmt.Sprintf("%#v", t),
 		"lora":          fmt.Sprintf("%#v", c.LoRA),

@@ -72,7 +72,7 @@ start with CHECK or BENCH are meant for scripts/gpu-check.sh's table):
       counts; A = 4 s d L).
 
   curve        --model DIR --data FILE --out DIR [--steps 50] [--lora-init FILE]
-               [--lr 1e-3 --scheduler linear|constant --warmup 0 --total-steps N]
+               [--lr 1e-3 --scheduler linear|cosine|constant --warmup 0 --total-steps N]
                [--weight-decay 0 --beta1 0.9 --beta2 0.999 --eps 1e-8 --max-grad-norm 1.0]
       A loss curve with a fixed data order, following package trainer's
       loop exactly: per step, the summed loss and gradients of its
@@ -253,6 +253,9 @@ def rella_lr(scheduler, base, s, total, warmup):
         return base * s / max(1, warmup)
     if scheduler == "constant":
         return base
+    if scheduler == "cosine":  # get_cosine_schedule_with_warmup, 0.5 cycles
+        p = (s - warmup) / max(1, total - warmup)
+        return base * max(0.0, 0.5 * (1.0 + math.cos(math.pi * p)))
     return base * max(0.0, (total - s) / max(1, total - warmup))
 
 
@@ -878,7 +881,7 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--scheduler", default="linear", choices=["linear", "constant"])
+    p.add_argument("--scheduler", default="linear", choices=["linear", "cosine", "constant"])
     p.add_argument("--warmup", type=int, default=0)
     p.add_argument("--total-steps", type=int, default=0, help="for the schedule; default: the steps in --data")
     p.add_argument("--weight-decay", type=float, default=0.0)

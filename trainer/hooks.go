@@ -9,21 +9,18 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"math"
 	"os"
 	"path/filepath"
-	"sync"
-	"time"
+	"strconv"
 
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
-
+	"github.com/rella-project/rella/internal/progress"
 	"github.com/rella-project/rella/safetensors"
 )
 
-// LogFile is the JSON Lines log in the output folder: one record per
-// optimiser step {"step","epoch","loss","lr","grad_norm","tokens_per_s"} and
-// one per evaluation {"step","epoch","auc","logloss","acc","n"}.
+// LogFile is the JSON Lines log in the output folder, at full precision:
+// one record per optimiser step {"step","epoch","loss","lr","grad_norm",
+// "tokens_per_s"} and one per evaluation {"step","epoch","auc","logloss",
+// "acc","n"}.
 const LogFile = "log.jsonl"
 
 // builtinHooks returns the hooks every run has.
@@ -41,15 +38,8 @@ func (l *Loop) builtinHooks() []Hook {
 	return hs
 }
 
-// finite maps NaN and ±Inf to nil so that a record stays valid JSON.
-func finite(v float64) any {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return nil
-	}
-	return v
-}
-
-// logHook writes log.jsonl and the slog lines.
+// logHook writes log.jsonl (full precision), keeps trainer_state.json's
+// log history, and reports each evaluation in one short, rounded line.
 func (l *Loop) logHook() Hook {
 	var f *os.File
 	write := func(rec map[string]any) error {
@@ -57,26 +47,39 @@ func (l *Loop) logHook() Hook {
 		if err != nil {
 			return err
 		}
-		_, err = f.Write(append(b, '\n'))
-		return err
+		if _, err := f.Write(append(b, '\n')); err != nil {
+			return err
+		}
+		l.addHistory(b)
+		return nil
 	}
 	return Hook{
 		Name: "log", Priority: PriorityLog,
 		OnStart: func(ctx context.Context, l *Loop) error {
+			path := filepath.Join(l.Job.Dir, LogFile)
+			if err := l.loadHistory(path); err != nil {
+				return err
+			}
 			var err error
-			f, err = os.OpenFile(filepath.Join(l.Job.Dir, LogFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+			f, err = os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 			return err
 		},
 		OnStep: func(ctx context.Context, l *Loop, s StepInfo) error {
-			if n := l.Job.Options.LoggingSteps; n > 0 && (s.Step%n == 0 || s.Step == l.Plan.TotalSteps) {
-				l.Log.Info("trainer: step", "step", s.Step, "of", l.Plan.TotalSteps, "epoch", fmt.Sprintf("%.2f", s.Epoch),
-					"loss", s.Loss, "lr", s.LR, "grad_norm", s.GradNorm, "tokens_per_s", math.Round(s.TokensPerSec))
-			}
 			return write(map[string]any{"step": s.Step, "epoch": s.Epoch, "loss": finite(s.Loss), "lr": s.LR,
 				"grad_norm": finite(s.GradNorm), "tokens_per_s": s.TokensPerSec})
 		},
 		OnEval: func(ctx context.Context, l *Loop, e EvalInfo) error {
-			l.Log.Info("trainer: evaluation", "step", e.Step, "auc", e.Result.AUC, "logloss", e.Result.LogLoss, "acc", e.Result.Accuracy, "n", e.Result.N, "improved", e.Improved)
+			improved := "no"
+			if e.Improved {
+				improved = "yes"
+			}
+			msg := "trainer: evaluation"
+			if l.rep.Terminal() {
+				msg = "eval"
+			}
+			l.rep.Event(msg, "step", fmt.Sprintf("%d/%d", e.Step, l.Plan.TotalSteps), "epoch", progress.Fixed(e.Epoch, 2),
+				"auc", progress.Fixed(e.Result.AUC, 4), "logloss", progress.Fixed(e.Result.LogLoss, 4),
+				"acc", progress.Fixed(e.Result.Accuracy, 4), "n", strconv.Itoa(e.Result.N), "improved", improved)
 			return write(map[string]any{"step": e.Step, "epoch": e.Epoch, "auc": finite(e.Result.AUC),
 				"logloss": finite(e.Result.LogLoss), "acc": finite(e.Result.Accuracy), "n": e.Result.N})
 		},
@@ -120,59 +123,31 @@ func trimLog(path string, step int) error {
 	})
 }
 
-// progressHook draws the progress bar (loss, lr, tokens/s, ETA). Updates go
-// through a buffered channel to a goroutine and are dropped when it lags, so
-// a slow terminal never slows training.
+// progressHook reports the steps through the run's progress.Reporter: on a
+// terminal a bar with loss, lr and tokens/s; off a terminal a line every
+// logging_steps steps (every 30 s when 0) with epoch and gradient norm too.
 func (l *Loop) progressHook() Hook {
-	type update struct {
-		step int
-		desc string
-	}
-	var ch chan update
-	var wg sync.WaitGroup
+	var task *progress.Task
 	return Hook{
 		Name: "progress", Priority: PriorityProgress,
 		OnStart: func(ctx context.Context, l *Loop) error {
-			w := l.Job.Progress
-			if w == nil {
-				if !term.IsTerminal(int(os.Stderr.Fd())) {
-					return nil
-				}
-				w = os.Stderr
-			}
-			bar := progressbar.NewOptions64(int64(l.Plan.TotalSteps),
-				progressbar.OptionSetWriter(w), progressbar.OptionSetDescription("training"),
-				progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true),
-				progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionSetWidth(30))
-			bar.Set64(int64(l.State.Step))
-			ch = make(chan update, 64)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for u := range ch {
-					bar.Describe(u.desc)
-					bar.Set64(int64(u.step))
-				}
-				bar.Exit()
-				fmt.Fprintln(w)
-			}()
+			task = l.rep.Start(progress.Spec{Name: "training", Total: l.Plan.TotalSteps, Done: l.State.Step,
+				Unit: "steps", EveryN: l.Job.Options.LoggingSteps})
 			return nil
 		},
 		OnStep: func(ctx context.Context, l *Loop, s StepInfo) error {
-			if ch == nil {
-				return nil
+			if l.rep.Terminal() {
+				task.Status("loss", progress.Fixed(s.Loss, 4), "lr", progress.Sci(s.LR), "tok/s", progress.Count(s.TokensPerSec))
+			} else {
+				task.Status("epoch", progress.Fixed(s.Epoch, 2), "loss", progress.Fixed(s.Loss, 4), "lr", progress.Sci(s.LR),
+					"grad_norm", progress.Sig(s.GradNorm), "tok/s", progress.Count(s.TokensPerSec))
 			}
-			u := update{s.Step, fmt.Sprintf("loss %.4f lr %.2e %.0f tok/s", s.Loss, s.LR, s.TokensPerSec)}
-			select {
-			case ch <- u:
-			default:
-			}
+			task.Set(s.Step)
 			return nil
 		},
 		OnEnd: func(l *Loop, _ error) {
-			if ch != nil {
-				close(ch)
-				wg.Wait()
+			if task != nil {
+				task.Finish()
 			}
 		},
 	}

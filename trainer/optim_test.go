@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/rella-project/rella/engine"
@@ -96,6 +97,74 @@ func TestLRSchedule(t *testing.T) {
 	for s, w := range []float64{0, 0.5e-3, 1e-3, 1e-3, 1e-3} {
 		if got := LR("constant", 1e-3, s, 5, 2); got != w {
 			t.Errorf("constant warmup 2: LR(step %d) = %v, want %v", s, got, w)
+		}
+	}
+}
+
+// hfCosineLambda is HF transformers' _get_cosine_schedule_with_warmup_lr_lambda,
+// transcribed here from its definition (num_cycles is 0.5 by default):
+//
+//	if current_step < num_warmup_steps:
+//	    return float(current_step) / float(max(1, num_warmup_steps))
+//	progress = float(current_step - num_warmup_steps) / float(max(1, num_training_steps - num_warmup_steps))
+//	return max(0.0, 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress)))
+func hfCosineLambda(current, warmup, total int, cycles float64) float64 {
+	if current < warmup {
+		return float64(current) / float64(max(1, warmup))
+	}
+	progress := float64(current-warmup) / float64(max(1, total-warmup))
+	return math.Max(0, 0.5*(1+math.Cos(math.Pi*cycles*2*progress)))
+}
+
+// TestCosineSchedule: "cosine" is HF's get_cosine_schedule_with_warmup
+// (0.5 cycles): hand-checked values, then every step of several runs
+// against the transcribed lambda.
+func TestCosineSchedule(t *testing.T) {
+	// total 10, warm-up 2, base 1e-3: progress p = (s-2)/8 after warm-up;
+	// 0.5*(1+cos(pi/4)) = 0.8535533905932737, 0.5*(1+cos(3pi/4)) = 0.1464466094067262.
+	hand := map[int]float64{0: 0, 1: 0.5e-3, 2: 1e-3, 4: 0.8535533905932737e-3, 6: 0.5e-3, 8: 0.1464466094067262e-3, 10: 0}
+	for s, w := range hand {
+		if got := LR("cosine", 1e-3, s, 10, 2); math.Abs(got-w) > 1e-15 {
+			t.Errorf("cosine warmup 2: LR(step %d) = %v, want %v", s, got, w)
+		}
+	}
+	for _, c := range []struct{ total, warmup int }{{10, 2}, {9, 0}, {600, 18}, {5, 5}, {3, 7}} {
+		for s := 0; s <= c.total; s++ {
+			want := 4e-2 * hfCosineLambda(s, c.warmup, c.total, 0.5)
+			if got := LR("cosine", 4e-2, s, c.total, c.warmup); math.Abs(got-want) > 1e-16 {
+				t.Errorf("total %d warmup %d step %d: %v, want %v", c.total, c.warmup, s, got, want)
+			}
+		}
+	}
+	// Symmetric around the midpoint: lambda(mid+d) = 1 - lambda(mid-d).
+	if a, b := LR("cosine", 1, 3, 10, 2), LR("cosine", 1, 9, 10, 2); math.Abs(a+b-1) > 1e-15 {
+		t.Errorf("cosine not symmetric: %v + %v != 1", a, b)
+	}
+}
+
+// TestWarmupRatio: warmup_steps wins when > 0, else ceil(ratio * total) as
+// HF's get_warmup_steps, including its float rounding: in Python
+// math.ceil(100 * 0.07) is 8 (100*0.07 = 7.000000000000001) and
+// math.ceil(100 * 0.29) is 29 (28.999999999999996).
+func TestWarmupRatio(t *testing.T) {
+	cases := []struct {
+		steps int
+		ratio float64
+		total int
+		want  int
+	}{
+		{0, 0, 100, 0}, {0, 0.1, 100, 10}, {0, 0.25, 10, 3}, {0, 0.1, 9, 1}, {0, 0.1, 30, 3}, {0, 0.07, 100, 8}, {0, 0.29, 100, 29},
+		{0, 0.03, 600, 18}, {5, 0.5, 100, 5}, {0, 1, 7, 7},
+	}
+	for _, c := range cases {
+		o := DefaultOptions()
+		o.WarmupSteps, o.WarmupRatio, o.MaxSteps = c.steps, c.ratio, c.total
+		if got := o.Warmup(c.total); got != c.want {
+			t.Errorf("warmup_steps %d warmup_ratio %v total %d: %d, want %d", c.steps, c.ratio, c.total, got, c.want)
+		}
+		p, err := o.Plan(1000)
+		if err != nil || p.Warmup != c.want {
+			t.Errorf("Plan.Warmup %d (%v), want %d", p.Warmup, err, c.want)
 		}
 	}
 }
@@ -210,9 +279,21 @@ func TestOptionsValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := DefaultOptions()
-	o.LRScheduler = "cosine"
-	if err := o.Validate(); err == nil || err.Error() != `training.lr_scheduler: "cosine" is not one of linear, constant` {
+	o.LRScheduler = "cosine_with_restarts"
+	if err := o.Validate(); err == nil || err.Error() != `training.lr_scheduler: "cosine_with_restarts" is not one of linear, cosine, constant` {
 		t.Errorf("got %v", err)
+	}
+	o = DefaultOptions()
+	o.LRScheduler = "cosine"
+	if err := o.Validate(); err != nil {
+		t.Errorf("cosine: %v", err)
+	}
+	for _, r := range []float64{-0.1, 1.5, math.NaN()} {
+		o := DefaultOptions()
+		o.WarmupRatio = r
+		if err := o.Validate(); err == nil || !strings.HasPrefix(err.Error(), "training.warmup_ratio: must be in [0, 1]") {
+			t.Errorf("warmup_ratio %v: %v", r, err)
+		}
 	}
 	o = DefaultOptions()
 	o.MicroBatchSize = 0

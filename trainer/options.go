@@ -21,8 +21,14 @@ type Options struct {
 	// 0 derives it: ceil(BatchSize/MicroBatchSize) micro-batches per step.
 	GradientAccumulationSteps int `yaml:"gradient_accumulation_steps"`
 
-	LRScheduler string  `yaml:"lr_scheduler"` // "linear" (to 0 at the last step) or "constant"
-	WarmupSteps int     `yaml:"warmup_steps"` // linear warm-up from 0 over this many steps
+	// LRScheduler is "linear" (to 0 at the last step), "cosine" (half a
+	// cosine wave to 0 at the last step, HF's get_cosine_schedule_with_warmup)
+	// or "constant", each after the warm-up.
+	LRScheduler string `yaml:"lr_scheduler"`
+	WarmupSteps int    `yaml:"warmup_steps"` // linear warm-up from 0 over this many steps; wins over warmup_ratio when > 0
+	// WarmupRatio, used when WarmupSteps is 0, sets the warm-up to
+	// ceil(WarmupRatio * total steps), as HF TrainingArguments.
+	WarmupRatio float64 `yaml:"warmup_ratio"`
 	WeightDecay float64 `yaml:"weight_decay"` // AdamW decoupled weight decay
 	AdamBeta1   float64 `yaml:"adam_beta1"`
 	AdamBeta2   float64 `yaml:"adam_beta2"`
@@ -35,7 +41,19 @@ type Options struct {
 	SaveSteps             int `yaml:"save_steps"`              // checkpoint every this many steps; 0 = at every evaluation
 	SaveTotalLimit        int `yaml:"save_total_limit"`        // keep the newest N checkpoints plus the best; 0 = all
 	EarlyStoppingPatience int `yaml:"early_stopping_patience"` // evaluations without AUC improvement before stopping; 0 = off
-	LoggingSteps          int `yaml:"logging_steps"`           // slog line every this many steps (log.jsonl gets every step)
+	// LoggingSteps, off a terminal, logs a progress line every this many
+	// steps; 0 logs one every 30 s. It also thins trainer_state.json's
+	// log_history (0: every step). log.jsonl gets every step and a terminal
+	// shows the bar only, whatever the value.
+	LoggingSteps int `yaml:"logging_steps"`
+
+	// OverwriteOutputDir lets a fresh run (no --resume, resume_from_checkpoint
+	// "") start over in a training folder that holds an earlier run: the
+	// earlier run's checkpoints, best/, final/, log.jsonl, trainer_state.json
+	// and recorded batches are deleted first. Without it such a run is
+	// refused. It has no effect on a resumed run, and it is not --force,
+	// which resumes a checkpoint whose run-defining settings changed.
+	OverwriteOutputDir bool `yaml:"overwrite_output_dir"`
 
 	// ResumeFromCheckpoint is "" (fresh run; refuses a folder that already
 	// has checkpoints), "auto" (newest verified checkpoint in the output
@@ -64,7 +82,7 @@ func DefaultOptions() Options {
 		AdamEpsilon:    1e-8,
 		MaxGradNorm:    1.0,
 		SaveTotalLimit: 3,
-		LoggingSteps:   1,
+		LoggingSteps:   0,
 		SequenceLen:    2048,
 	}
 }
@@ -85,10 +103,12 @@ func (o Options) Validate() error {
 		return fmt.Errorf("training.gradient_accumulation_steps: must be at least 0, got %d", o.GradientAccumulationSteps)
 	case o.GradientAccumulationSteps == 0 && o.BatchSize < 1:
 		return fmt.Errorf("training.batch_size: must be at least 1, got %d", o.BatchSize)
-	case o.LRScheduler != "linear" && o.LRScheduler != "constant":
-		return fmt.Errorf("training.lr_scheduler: %q is not one of linear, constant", o.LRScheduler)
+	case o.LRScheduler != "linear" && o.LRScheduler != "cosine" && o.LRScheduler != "constant":
+		return fmt.Errorf("training.lr_scheduler: %q is not one of linear, cosine, constant", o.LRScheduler)
 	case o.WarmupSteps < 0:
 		return fmt.Errorf("training.warmup_steps: must be at least 0, got %d", o.WarmupSteps)
+	case !(o.WarmupRatio >= 0 && o.WarmupRatio <= 1):
+		return fmt.Errorf("training.warmup_ratio: must be in [0, 1], got %v", o.WarmupRatio)
 	case !(o.WeightDecay >= 0) || !finite(o.WeightDecay):
 		return fmt.Errorf("training.weight_decay: must be at least 0, got %v", o.WeightDecay)
 	case !(o.AdamBeta1 >= 0 && o.AdamBeta1 < 1):
@@ -134,6 +154,7 @@ type Plan struct {
 	TotalSteps      int // MaxSteps, or max(floor(N/Batch)*NumEpochs, NumEpochs)
 	Epochs          int // epochs touched: ceil(TotalSteps / StepsPerEpoch)
 	DroppedPerEpoch int // N mod Batch
+	Warmup          int // warm-up steps: WarmupSteps, or ceil(WarmupRatio * TotalSteps) when it is 0
 }
 
 // Plan derives the data walk for n training examples.
@@ -157,6 +178,7 @@ func (o Options) Plan(n int) (Plan, error) {
 		p.TotalSteps = max(p.StepsPerEpoch*o.NumEpochs, o.NumEpochs)
 	}
 	p.Epochs = (p.TotalSteps + p.StepsPerEpoch - 1) / p.StepsPerEpoch
+	p.Warmup = o.Warmup(p.TotalSteps)
 	return p, nil
 }
 
@@ -169,16 +191,33 @@ func (p Plan) window(s, k int) (epoch, lo, hi int) {
 	return epoch, lo, hi
 }
 
+// Warmup returns the warm-up steps of a run of total steps, as HF's
+// TrainingArguments.get_warmup_steps: WarmupSteps when > 0, else
+// ceil(WarmupRatio * total).
+func (o Options) Warmup(total int) int {
+	if o.WarmupSteps > 0 {
+		return o.WarmupSteps
+	}
+	return int(math.Ceil(o.WarmupRatio * float64(total)))
+}
+
 // LR returns the learning rate of optimiser step s (0-based) of total, as
-// HF's get_linear_schedule_with_warmup / get_constant_schedule_with_warmup:
-// base*s/warmup during warm-up, then for "linear"
-// base*(total-s)/(total-warmup), for "constant" base.
+// HF's get_linear_schedule_with_warmup, get_cosine_schedule_with_warmup
+// (num_cycles 0.5) and get_constant_schedule_with_warmup: base*s/warmup
+// during warm-up, then, with progress p = (s-warmup)/(total-warmup), for
+// "linear" base*(1-p), for "cosine" base*0.5*(1+cos(pi*p)), for "constant"
+// base. It is a pure function of the step, so a resumed run continues the
+// schedule exactly.
 func LR(scheduler string, base float64, s, total, warmup int) float64 {
 	if s < warmup {
 		return base * float64(s) / float64(max(1, warmup))
 	}
-	if scheduler == "constant" {
+	switch scheduler {
+	case "constant":
 		return base
+	case "cosine":
+		p := float64(s-warmup) / float64(max(1, total-warmup))
+		return base * max(0, 0.5*(1+math.Cos(math.Pi*p)))
 	}
 	return base * max(0, float64(total-s)/float64(max(1, total-warmup)))
 }

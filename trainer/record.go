@@ -90,7 +90,7 @@ func (l *Loop) recordHook() Hook {
 		j, o := l.Job, l.Job.Options
 		b := Batches{Examples: make([]BatchExample, len(j.Train)), Steps: StepBatches(l.Plan, l.State.Seed, steps),
 			Seed: l.State.Seed, TotalSteps: l.Plan.TotalSteps, Batch: l.Plan.Batch, MicroBatch: l.Plan.MicroBatch, Accum: l.Plan.Accum,
-			LearningRate: o.LearningRate, LRScheduler: o.LRScheduler, WarmupSteps: o.WarmupSteps, WeightDecay: o.WeightDecay,
+			LearningRate: o.LearningRate, LRScheduler: o.LRScheduler, WarmupSteps: l.Plan.Warmup, WeightDecay: o.WeightDecay,
 			AdamBeta1: o.AdamBeta1, AdamBeta2: o.AdamBeta2, AdamEpsilon: o.AdamEpsilon, MaxGradNorm: o.MaxGradNorm}
 		for i, e := range j.Train {
 			b.Examples[i] = BatchExample{Tokens: e.Tokens, Labels: e.Labels}

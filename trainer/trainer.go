@@ -13,7 +13,8 @@
 //
 // The output folder holds checkpoint-<step>[-m<k>] folders (package
 // checkpoints), best/ (adapter with the best validation AUC), final/ (the
-// adapter after the last step) and log.jsonl; with training.record_batches
+// adapter after the last step), log.jsonl and trainer_state.json (HF-style:
+// step, best metric and checkpoint, log history); with training.record_batches
 // also batches.json and lora_init.safetensors (the data order and starting
 // adapter, for replaying the run in scripts/hf_peft.py curve).
 package trainer
@@ -39,6 +40,7 @@ import (
 
 	"github.com/rella-project/rella/checkpoints"
 	"github.com/rella-project/rella/engine"
+	"github.com/rella-project/rella/internal/progress"
 	"github.com/rella-project/rella/lora"
 	"github.com/rella-project/rella/metrics"
 	"github.com/rella-project/rella/safetensors"
@@ -81,8 +83,10 @@ type Job struct {
 	Evaluate Evaluator    // nil: no evaluation, no best adapter, no early stopping
 	Log      *slog.Logger // nil: discard
 	Hooks    []Hook       // extra hooks
-	// Progress receives the progress bar; nil shows it on stderr only when
-	// stderr is a terminal.
+	// Progress is where progress goes: a *progress.Reporter (shared with
+	// the evaluator's scoring, so that its bar nests in the training bar),
+	// or a writer, which gets a bar when it is a terminal and otherwise
+	// leaves progress to periodic Log lines; nil is os.Stderr.
 	Progress io.Writer
 }
 
@@ -197,6 +201,8 @@ type Loop struct {
 	orderEp   int
 	lastSaved string // name of the checkpoint that holds the current state, "" when none does
 	lastCkpt  string
+	rep       *progress.Reporter
+	history   []map[string]any // trainer_state.json's log_history
 }
 
 // Stop ends the run after the current step's hooks; the reason is kept in
@@ -214,6 +220,12 @@ func Run(ctx context.Context, j Job) (*Summary, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	var w io.Writer = os.Stderr
+	if j.Progress != nil {
+		w = j.Progress
+	}
+	rep := progress.For(w, log)
+	log = rep.Logger(log) // on a terminal, log records clear the bar first
 	o := j.Options
 	plan, err := o.Plan(len(j.Train))
 	if err != nil {
@@ -231,7 +243,7 @@ func Run(ctx context.Context, j Job) (*Summary, error) {
 	if err := os.MkdirAll(j.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("trainer: %w", err)
 	}
-	l := &Loop{Job: &j, Plan: plan, Log: log, params: j.Engine.Params(), orderEp: -1}
+	l := &Loop{Job: &j, Plan: plan, Log: log, params: j.Engine.Params(), orderEp: -1, rep: rep}
 	if len(l.params) == 0 {
 		return nil, fmt.Errorf("trainer: the engine has no trainable tensors")
 	}
@@ -260,6 +272,17 @@ func Run(ctx context.Context, j Job) (*Summary, error) {
 		if h.OnEnd != nil {
 			h.OnEnd(l, runErr)
 		}
+	}
+	if runErr == nil { // after the hooks, so below the final bar
+		st := l.State
+		args := []any{"steps", st.Step, "loss", progress.Fixed(st.Loss, 4)}
+		if st.HasBest {
+			args = append(args, "best_auc", progress.Fixed(st.BestAUC, 4), "best_step", st.BestStep)
+		}
+		if st.Stopped != "" {
+			args = append(args, "stopped", st.Stopped)
+		}
+		log.Info("trainer: done", args...)
 	}
 	return sum, runErr
 }
@@ -342,7 +365,7 @@ func (l *Loop) step(ctx context.Context) error {
 	if c := clipCoef(norm, j.Options.MaxGradNorm); c < 1 {
 		scaleGrads(l.params, c)
 	}
-	lr := LR(j.Options.LRScheduler, j.Options.LearningRate, s, p.TotalSteps, j.Options.WarmupSteps)
+	lr := LR(j.Options.LRScheduler, j.Options.LearningRate, s, p.TotalSteps, p.Warmup)
 	l.adam.Step(l.params, lr)
 	zeroGrads(l.params)
 	info := StepInfo{Step: s + 1, Epoch: float64(s+1) / float64(p.StepsPerEpoch), Loss: loss, LR: lr, GradNorm: norm,
@@ -458,11 +481,18 @@ func (l *Loop) SaveCheckpoint() (string, error) {
 		}
 	}
 	st.AdamStep = l.adam.T
+	ts, err := l.trainerState()
+	if err != nil {
+		return "", err
+	}
 	dir, err := checkpoints.Save(l.Job.Dir, checkpoints.Contents{
 		Step: st.Step, Micro: st.Micro, LoRA: l.Job.LoRA, BaseModel: l.Job.BaseModel, Params: l.params,
-		Tensors: tensors, State: st, Config: l.Job.Config,
+		Tensors: tensors, State: st, Config: l.Job.Config, Files: map[string][]byte{TrainerStateFile: ts},
 	})
 	if err != nil {
+		return "", err
+	}
+	if err := l.writeTrainerState(ts); err != nil {
 		return "", err
 	}
 	l.lastSaved, l.lastCkpt = name, dir
@@ -490,12 +520,18 @@ func (l *Loop) finish(resumed string) (*Summary, error) {
 	if err := saveAdapter(final, l.Job.LoRA, l.Job.BaseModel, l.params); err != nil {
 		return nil, err
 	}
+	ts, err := l.trainerState()
+	if err != nil {
+		return nil, err
+	}
+	if err := l.writeTrainerState(ts); err != nil {
+		return nil, err
+	}
 	sum := &Summary{Steps: st.Step, TotalSteps: l.Plan.TotalSteps, Loss: st.Loss, HasBest: st.HasBest, BestAUC: st.BestAUC,
 		BestStep: st.BestStep, Stopped: st.Stopped, ResumedFrom: resumed, FinalAdapter: final, LastCheckpoint: ck}
 	if st.HasBest {
 		sum.BestAdapter = filepath.Join(l.Job.Dir, "best")
 	}
-	l.Log.Info("trainer: done", "steps", st.Step, "loss", st.Loss, "best_auc", st.BestAUC, "best_step", st.BestStep, "stopped", st.Stopped)
 	return sum, nil
 }
 
@@ -526,9 +562,44 @@ func saveAdapter(dir string, o lora.Options, base string, params []*engine.Param
 	return nil
 }
 
+// runFiles are the files and folders a run writes in its output folder
+// besides its checkpoints (with the temporary names saveAdapter uses).
+var runFiles = []string{"best", "best.tmp", "best.old", "final", "final.tmp", "final.old",
+	LogFile, TrainerStateFile, BatchesFile, LoRAInitFile}
+
+// removeRun deletes an earlier run from dir (training.overwrite_output_dir):
+// its checkpoints first, newest first, then everything in runFiles. Other
+// files in dir are left alone.
+func removeRun(dir string, all []checkpoints.Checkpoint, log *slog.Logger) error {
+	var removed []string
+	for i := len(all) - 1; i >= 0; i-- {
+		if err := os.RemoveAll(all[i].Dir); err != nil {
+			return fmt.Errorf("trainer: training.overwrite_output_dir: %w", err)
+		}
+		removed = append(removed, filepath.Base(all[i].Dir))
+	}
+	for _, name := range runFiles {
+		p := filepath.Join(dir, name)
+		if _, err := os.Lstat(p); err != nil {
+			continue
+		}
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("trainer: training.overwrite_output_dir: %w", err)
+		}
+		removed = append(removed, name)
+	}
+	if len(removed) > 0 {
+		log.Warn("trainer: training.overwrite_output_dir: deleted the earlier run", "dir", dir, "removed", strings.Join(removed, " "))
+	}
+	return nil
+}
+
 // restore starts a fresh state or loads the checkpoint Options.ResumeFromCheckpoint names.
 func (l *Loop) restore(fp map[string]string) (string, error) {
 	j, o := l.Job, l.Job.Options
+	if o.OverwriteOutputDir && o.ResumeFromCheckpoint != "" {
+		l.Log.Info("trainer: resuming, so training.overwrite_output_dir has no effect", "resume_from_checkpoint", o.ResumeFromCheckpoint)
+	}
 	fresh := func() {
 		l.State = &State{Version: 1, TotalSteps: l.Plan.TotalSteps, StepsPerEpoch: l.Plan.StepsPerEpoch,
 			Scheduler: o.LRScheduler, Seed: j.Seed, RNG: rngDoc, Fingerprint: fp}
@@ -541,8 +612,13 @@ func (l *Loop) restore(fp map[string]string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if len(all) > 0 {
-			return "", fmt.Errorf("trainer: %s already holds checkpoints (newest %s); set training.resume_from_checkpoint to \"auto\" to continue, or use another output folder: %w", j.Dir, filepath.Base(all[len(all)-1].Dir), ErrExistingRun)
+		if len(all) > 0 && !o.OverwriteOutputDir {
+			return "", fmt.Errorf("trainer: %s already holds checkpoints (newest %s); set training.resume_from_checkpoint to \"auto\" to continue, training.overwrite_output_dir to true to delete them and start over, or use another output folder: %w", j.Dir, filepath.Base(all[len(all)-1].Dir), ErrExistingRun)
+		}
+		if o.OverwriteOutputDir {
+			if err := removeRun(j.Dir, all, l.Log); err != nil {
+				return "", err
+			}
 		}
 		fresh()
 		return "", nil
@@ -635,7 +711,7 @@ func (l *Loop) fingerprint() map[string]string {
 		"training.batch":                   strconv.Itoa(l.Plan.Batch),
 		"training.micro_batch_size":        strconv.Itoa(l.Plan.MicroBatch),
 		"training.lr_scheduler":            o.LRScheduler,
-		"training.warmup_steps":            strconv.Itoa(o.WarmupSteps),
+		"training.warmup_steps":            strconv.Itoa(l.Plan.Warmup), // the steps warmup_ratio gives, too
 		"training.weight_decay":            f(o.WeightDecay),
 		"training.adam_beta1":              f(o.AdamBeta1),
 		"training.adam_beta2":              f(o.AdamBeta2),

@@ -385,20 +385,6 @@ func TestNaNLossStops(t *testing.T) {
 	}
 }
 
-// TestProgressBar draws loss, lr and tokens/s on the given writer.
-func TestProgressBar(t *testing.T) {
-	s := setup(t)
-	s.Evaluate = nil
-	var buf syncBuffer
-	if _, err := runJob(t, s, t.TempDir(), func(j *trainer.Job) { j.Progress = &buf }); err != nil {
-		t.Fatal(err)
-	}
-	out := buf.String()
-	if !strings.Contains(out, "9/9") || !strings.Contains(out, "loss ") || !strings.Contains(out, "tok/s") {
-		t.Errorf("progress output %q", out)
-	}
-}
-
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

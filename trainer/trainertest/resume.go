@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -155,7 +156,8 @@ func ResumeExact(t testing.TB, s Setup, cuts ...Cut) {
 
 // Compare fails t unless the run b ended exactly as the run a: bit-identical
 // adapter values, summaries, last checkpoints (adapter, AdamW moments,
-// state.json), best adapters and logs (apart from timings).
+// state.json, trainer_state.json), best adapters, trainer_state.json and
+// logs (apart from timings).
 func Compare(t testing.TB, a, b Outcome) {
 	t.Helper()
 	if err := SameBits(a.Params, b.Params); err != nil {
@@ -172,6 +174,14 @@ func Compare(t testing.TB, a, b Outcome) {
 	for _, f := range []string{checkpoints.OptimizerFile, checkpoints.StateFile, filepath.Join(checkpoints.AdapterDir, lora.WeightsFile)} {
 		sameFile(t, filepath.Join(a.Summary.LastCheckpoint, f), filepath.Join(b.Summary.LastCheckpoint, f))
 	}
+	// trainer_state.json, in the folder and in the last checkpoint, names
+	// paths inside the run's folder: compare with those folders masked.
+	for _, d := range []string{"", filepath.Base(a.Summary.LastCheckpoint)} {
+		x, y := readMasked(t, filepath.Join(a.Dir, d, trainer.TrainerStateFile), a.Dir), readMasked(t, filepath.Join(b.Dir, d, trainer.TrainerStateFile), b.Dir)
+		if x != y {
+			t.Errorf("%s differs:\nuninterrupted:\n%s\nresumed:\n%s", filepath.Join(d, trainer.TrainerStateFile), x, y)
+		}
+	}
 	if a.Summary.HasBest {
 		sameFile(t, filepath.Join(a.Dir, "best", lora.WeightsFile), filepath.Join(b.Dir, "best", lora.WeightsFile))
 	}
@@ -179,6 +189,18 @@ func Compare(t testing.TB, a, b Outcome) {
 	if la != lb {
 		t.Errorf("log.jsonl differs (timings removed):\nuninterrupted:\n%s\nresumed:\n%s", la, lb)
 	}
+}
+
+// readMasked returns the file at path with every occurrence of dir (as
+// JSON writes it) replaced by "OUTPUT_DIR".
+func readMasked(t testing.TB, path, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, _ := json.Marshal(dir)
+	return strings.ReplaceAll(string(b), strings.Trim(string(q), `"`), "OUTPUT_DIR")
 }
 
 func sameFile(t testing.TB, a, b string) {
