@@ -31,7 +31,7 @@ func checkBLAS(call string, s C.cublasStatus_t) error {
 // BLAS is a cuBLAS handle bound to the device's stream.
 type BLAS struct {
 	h       C.cublasHandle_t
-	Version int // e.g. 130000 for cuBLAS 13.0
+	Version int // e.g. 130000 for cuBLAS 13.0, 120205 for 12.2.5
 	Path    string
 }
 
@@ -50,6 +50,10 @@ func (d *Device) NewBLAS() (*BLAS, error) {
 		return nil, err
 	}
 	b.Version = int(v)
+	if err := checkLibMajor(libCUBLAS, b.Path, b.Version/10000, libs.driverVersion); err != nil {
+		C.r_cublasDestroy(b.h)
+		return nil, err
+	}
 	if err := checkBLAS("cublasSetStream", C.r_cublasSetStream(b.h, d.stream)); err != nil {
 		C.r_cublasDestroy(b.h)
 		return nil, err

@@ -35,6 +35,22 @@ func TestNVRTCCompile(t *testing.T) {
 		skipOrFail(t, err)
 	}
 	t.Logf("nvrtc %d.%d from %s", maj, min, path)
+	archs, err := NVRTCArchs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("nvrtc compiles for %v", archs)
+	if maj >= 12 || (maj == 11 && min >= 2) {
+		// From 11.2 NVRTC lists its architectures, and from 11.8 every one of the cases below is there.
+		if archs == nil {
+			t.Errorf("nvrtc %d.%d did not list its architectures", maj, min)
+		}
+		for _, sm := range []int{80, 90} {
+			if tg, err := chooseKernelTarget(sm, archs, "test"); err != nil || !tg.Cubin || tg.Arch != sm {
+				t.Errorf("sm_%d: target %+v, %v; want a cubin for sm_%d", sm, tg, err, sm)
+			}
+		}
+	}
 	cases := []struct {
 		e  Elem
 		sm int
@@ -184,9 +200,4 @@ func TestLaunchArgumentsMatchKernels(t *testing.T) {
 	if err := o.d.launch(m.fn(kSwiGLU), dim3{}, dim3{}, 0, b, b, b, 0); err == nil {
 		t.Errorf("swiglu with an int for its long long n was accepted")
 	}
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
