@@ -31,7 +31,7 @@ func checkBLAS(call string, s C.cublasStatus_t) error {
 // BLAS is a cuBLAS handle bound to the device's stream.
 type BLAS struct {
 	h       C.cublasHandle_t
-	Version int // e.g. 130000 for cuBLAS 13.0
+	Version int // e.g. 130000 for cuBLAS 13.0, 120205 for 12.2.5
 	Path    string
 }
 
@@ -50,6 +50,10 @@ func (d *Device) NewBLAS() (*BLAS, error) {
 		return nil, err
 	}
 	b.Version = int(v)
+	if err := checkLibMajor(libCUBLAS, b.Path, b.Version/10000, libs.driverVersion); err != nil {
+		C.r_cublasDestroy(b.h)
+		return nil, err
+	}
 	if err := checkBLAS("cublasSetStream", C.r_cublasSetStream(b.h, d.stream)); err != nil {
 		C.r_cublasDestroy(b.h)
 		return nil, err
@@ -106,13 +110,28 @@ func (b *BLAS) GemmStridedBatchedEx(transA, transB bool, m, n, k int, alpha floa
 		c.Buf.ptr, dataType(c.Type), C.int(c.LD), C.longlong(strideC), C.int(batch)))
 }
 
+// Run makes the cuBLAS call g (GemmEx, or strided batched when g.Batch is
+// set) with the row-major operands left and right that g was mapped from
+// (RowMajorGemm, LinearGemm), in cuBLAS's order, and the leading dimensions
+// of g; the operands' own LD fields are ignored (inside Do). The host
+// backend of the tests evaluates the same g with EvalRowMajor.
+func (b *BLAS) Run(g GemmCall, left, right, c Mat) error {
+	a, bm := left, right
+	if g.SwapAB {
+		a, bm = right, left
+	}
+	a.LD, bm.LD, c.LD = g.LDA, g.LDB, g.LDC
+	if g.Batch > 0 {
+		return b.GemmStridedBatchedEx(g.TransA, g.TransB, g.M, g.N, g.K, g.Alpha, a, g.StrideA, bm, g.StrideB, g.Beta, c, g.StrideC, g.Batch)
+	}
+	return b.GemmEx(g.TransA, g.TransB, g.M, g.N, g.K, g.Alpha, a, bm, g.Beta, c)
+}
+
 // Linear computes the projection y = x wᵀ + beta y in row-major terms:
-// x [rows, in], w [out, in] (as HF stores weights), y [rows, out] (inside Do).
-// In column-major terms that is yᵀ (out x rows) = w (out x in, i.e. the
-// row-major [out,in] read transposed) times xᵀ (in x rows).
+// x [rows, in], w [out, in] (as HF stores weights), y [rows, out] (inside
+// Do); LinearGemm says how that becomes a cuBLAS call.
 func (b *BLAS) Linear(y Mat, x Mat, w Mat, rows, in, out int, beta float32) error {
-	y.LD, x.LD, w.LD = out, in, in
-	return b.GemmEx(true, false, out, rows, in, 1, w, x, beta, y)
+	return b.Run(LinearGemm(rows, in, out, beta), x, w, y)
 }
 
 func boolInt(v bool) C.int {

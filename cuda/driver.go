@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -62,65 +63,111 @@ func check(call string, r C.CUresult) error {
 // pointers they fill are process-wide by nature (dlopen), so they are
 // opened once per process.
 var libs struct {
-	cudaOnce, blasOnce, nvrtcOnce sync.Once
-	cudaErr, blasErr, nvrtcErr    error
-	blasPath, nvrtcPath           string
+	loadOnce, cudaOnce, blasOnce, nvrtcOnce sync.Once
+	loadErr, cudaErr, blasErr, nvrtcErr     error
+	driverVersion                           int // 0: no driver library
+	blasPath, nvrtcPath                     string
 }
 
-// openFirst tries each candidate library in turn with open.
-func openFirst(what string, names []string, open func(path *C.char, err *C.char, n C.int) C.int) (string, error) {
-	var tried []string
+// openFirst tries each candidate library in turn with open, recording why
+// each one failed.
+func openFirst(attempts []libAttempt, open func(path *C.char, err *C.char, n C.int) C.int) (string, []libFailure) {
+	var failed []libFailure
 	buf := (*C.char)(C.malloc(512))
 	defer C.free(unsafe.Pointer(buf))
-	for _, name := range names {
-		cs := C.CString(name)
+	for _, a := range attempts {
+		cs := C.CString(a.Path)
 		r := open(cs, buf, 512)
 		C.free(unsafe.Pointer(cs))
 		if r == 0 {
-			return name, nil
+			return a.Path, nil
 		}
-		tried = append(tried, C.GoString(buf))
+		failed = append(failed, libFailure{a, C.GoString(buf)})
 	}
-	return "", fmt.Errorf("cuda: cannot open %s; tried:\n  %s", what, strings.Join(tried, "\n  "))
+	return "", failed
 }
 
-// candidates lists the library names to try: the environment variable's
-// value first (a path), then the sonames newest first.
-func candidates(env string, names ...string) []string {
-	if p := os.Getenv(env); p != "" {
-		return append([]string{p}, names...)
-	}
-	return names
+// loadDriver opens libcuda (without initialising it) and reads the CUDA
+// version the driver supports, which decides the cuBLAS and NVRTC to load.
+func loadDriver() error {
+	libs.loadOnce.Do(func() {
+		var attempts []libAttempt
+		if p := os.Getenv("RELLA_LIBCUDA"); p != "" {
+			attempts = append(attempts, libAttempt{Path: p, Where: "$RELLA_LIBCUDA"})
+		}
+		for _, n := range []string{"libcuda.so.1", "libcuda.so"} {
+			attempts = append(attempts, libAttempt{Path: n, Where: "loader search (LD_LIBRARY_PATH, ld.so.cache)"})
+		}
+		path, failed := openFirst(attempts, func(p, e *C.char, n C.int) C.int { return C.rella_open_cuda(p, e, n) })
+		if path == "" {
+			var b strings.Builder
+			b.WriteString("cuda: cannot open the CUDA driver library (is the NVIDIA driver installed and the GPU visible?); tried:")
+			for _, f := range failed {
+				fmt.Fprintf(&b, "\n  %s [%s]: %s", f.Path, f.Where, f.Err)
+			}
+			libs.loadErr = errors.New(b.String())
+			return
+		}
+		var v C.int
+		if libs.loadErr = check("cuDriverGetVersion", C.r_cuDriverGetVersion(&v)); libs.loadErr == nil {
+			libs.driverVersion = int(v)
+		}
+	})
+	return libs.loadErr
 }
 
 func openCUDA() error {
 	libs.cudaOnce.Do(func() {
-		_, err := openFirst("the CUDA driver (libcuda.so.1; is the NVIDIA driver installed and the GPU visible?)",
-			candidates("RELLA_LIBCUDA", "libcuda.so.1", "libcuda.so"),
-			func(p, e *C.char, n C.int) C.int { return C.rella_open_cuda(p, e, n) })
-		if err != nil {
-			libs.cudaErr = err
-			return
+		if libs.cudaErr = loadDriver(); libs.cudaErr == nil {
+			libs.cudaErr = check("cuInit", C.r_cuInit(0))
 		}
-		libs.cudaErr = check("cuInit", C.r_cuInit(0))
 	})
 	return libs.cudaErr
 }
 
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// openLib opens lib for the driver's CUDA version (libPlan: the newest
+// major the driver supports first, never a newer one; $ENV first), and
+// returns the path that opened, or an error listing every attempt.
+func openLib(lib cudaLib, open func(path *C.char, err *C.char, n C.int) C.int) (string, error) {
+	dv := 0
+	if loadDriver() == nil {
+		dv = libs.driverVersion
+	}
+	p, err := planLib(lib, dv, os.Getenv(lib.Env), libSearchDirs(os.Getenv, filepath.Glob), fileExists, filepath.Glob)
+	if err != nil {
+		return "", err
+	}
+	path, failed := openFirst(p.Attempts, open)
+	if path == "" {
+		return "", p.error(failed)
+	}
+	return path, nil
+}
+
 func openBLAS() error {
 	libs.blasOnce.Do(func() {
-		libs.blasPath, libs.blasErr = openFirst("cuBLAS (set LD_LIBRARY_PATH to the folder of libcublas.so.13 or .12, or RELLA_CUBLAS to its path)",
-			candidates("RELLA_CUBLAS", "libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"),
-			func(p, e *C.char, n C.int) C.int { return C.rella_open_cublas(p, e, n) })
+		libs.blasPath, libs.blasErr = openLib(libCUBLAS, func(p, e *C.char, n C.int) C.int { return C.rella_open_cublas(p, e, n) })
 	})
 	return libs.blasErr
 }
 
 func openNVRTC() error {
 	libs.nvrtcOnce.Do(func() {
-		libs.nvrtcPath, libs.nvrtcErr = openFirst("NVRTC (set LD_LIBRARY_PATH to the folder of libnvrtc.so.13 or .12, or RELLA_NVRTC to its path)",
-			candidates("RELLA_NVRTC", "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2", "libnvrtc.so"),
-			func(p, e *C.char, n C.int) C.int { return C.rella_open_nvrtc(p, e, n) })
+		libs.nvrtcPath, libs.nvrtcErr = openLib(libNVRTC, func(p, e *C.char, n C.int) C.int { return C.rella_open_nvrtc(p, e, n) })
+		if libs.nvrtcErr != nil {
+			return
+		}
+		var a, b C.int
+		if r := C.r_nvrtcVersion(&a, &b); r != C.NVRTC_SUCCESS {
+			libs.nvrtcErr = nvrtcError("nvrtcVersion", r, "")
+			return
+		}
+		libs.nvrtcErr = checkLibMajor(libNVRTC, libs.nvrtcPath, int(a), libs.driverVersion)
 	})
 	return libs.nvrtcErr
 }
@@ -146,15 +193,12 @@ func CheckSymbols(path, lib string) error {
 }
 
 // DriverVersion returns the CUDA version the driver supports, e.g. 13000 for 13.0.
+// It needs the driver library, not a visible GPU.
 func DriverVersion() (int, error) {
-	if err := openCUDA(); err != nil {
+	if err := loadDriver(); err != nil {
 		return 0, err
 	}
-	var v C.int
-	if err := check("cuDriverGetVersion", C.r_cuDriverGetVersion(&v)); err != nil {
-		return 0, err
-	}
-	return int(v), nil
+	return libs.driverVersion, nil
 }
 
 // DeviceCount returns the number of visible CUDA devices.

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +36,22 @@ func TestNVRTCCompile(t *testing.T) {
 		skipOrFail(t, err)
 	}
 	t.Logf("nvrtc %d.%d from %s", maj, min, path)
+	archs, err := NVRTCArchs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("nvrtc compiles for %v", archs)
+	if maj >= 12 || (maj == 11 && min >= 2) {
+		// From 11.2 NVRTC lists its architectures, and from 11.8 every one of the cases below is there.
+		if archs == nil {
+			t.Errorf("nvrtc %d.%d did not list its architectures", maj, min)
+		}
+		for _, sm := range []int{80, 90} {
+			if tg, err := chooseKernelTarget(sm, archs, "test"); err != nil || !tg.Cubin || tg.Arch != sm {
+				t.Errorf("sm_%d: target %+v, %v; want a cubin for sm_%d", sm, tg, err, sm)
+			}
+		}
+	}
 	cases := []struct {
 		e  Elem
 		sm int
@@ -186,7 +203,52 @@ func TestLaunchArgumentsMatchKernels(t *testing.T) {
 	}
 }
 
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
+// TestLibraries reports what the binding loads on this machine, one "LIB"
+// line each (scripts/gpu-check.sh puts them in its table): the CUDA
+// version the driver supports, the NVRTC and cuBLAS chosen for it (the
+// newest major the driver supports, never a newer one), the architectures
+// NVRTC knows and the kernel target for GPU 0. Without a driver it skips
+// (fails under RELLA_REQUIRE_GPU).
+func TestLibraries(t *testing.T) {
+	dv, err := DriverVersion()
+	if err != nil {
+		skipOrFail(t, err)
+	}
+	t.Logf("LIB driver supports CUDA %s", cudaVersionString(dv))
+	maj, min, path, err := NVRTCVersion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if maj > dv/1000 {
+		t.Errorf("NVRTC %d.%d (%s) is newer than the driver's CUDA %s", maj, min, path, cudaVersionString(dv))
+	}
+	archs, err := NVRTCArchs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("LIB nvrtc %d.%d %s (architectures %v)", maj, min, path, archs)
+	dev, err := OpenDevice(0, nil)
+	if err != nil {
+		skipOrFail(t, err)
+	}
+	defer dev.Close()
+	target, err := chooseKernelTarget(dev.Major*10+dev.Minor, archs, fmt.Sprintf("%d.%d", maj, min))
+	if err != nil {
+		t.Error(err)
+	}
+	t.Logf("LIB device %s sm_%d%d: kernels as %s", dev.Name, dev.Major, dev.Minor, target.Why)
+	err = dev.Do(func() error {
+		b, err := dev.NewBLAS()
+		if err != nil {
+			return err
+		}
+		t.Logf("LIB cublas %d %s", b.Version, b.Path)
+		if b.Version/10000 > dv/1000 {
+			t.Errorf("cuBLAS %d (%s) is newer than the driver's CUDA %s", b.Version, b.Path, cudaVersionString(dv))
+		}
+		return b.Destroy()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

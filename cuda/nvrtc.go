@@ -30,6 +30,24 @@ func NVRTCVersion() (major, minor int, path string, err error) {
 	return int(a), int(b), libs.nvrtcPath, nil
 }
 
+// NVRTCArchs returns the architectures the NVRTC found compiles for (e.g.
+// 75, 80, 90), or nil when it cannot say (NVRTC before 11.2).
+func NVRTCArchs() ([]int, error) {
+	if err := openNVRTC(); err != nil {
+		return nil, err
+	}
+	var buf [128]C.int
+	n := int(C.r_nvrtcSupportedArchs(&buf[0], C.int(len(buf))))
+	if n < 0 {
+		return nil, nil
+	}
+	archs := make([]int, n)
+	for i := range archs {
+		archs[i] = int(buf[i])
+	}
+	return archs, nil
+}
+
 func nvrtcError(call string, r C.nvrtcResult, log string) error {
 	e := &Error{Call: call, Code: int(r), Name: fmt.Sprintf("nvrtcResult %d", int(r))}
 	if s := C.r_nvrtcGetErrorString(r); s != nil {
@@ -116,39 +134,59 @@ func cacheDir() string {
 }
 
 // LoadKernels compiles the kernels for type e and the device's own
-// architecture (a cubin, cached on disk by source, options and NVRTC
-// version) and loads them (inside Do). When NVRTC does not know the
-// architecture as sm_XX it falls back to PTX, which the driver compiles.
+// architecture and loads them (inside Do): a cubin for sm_XX when NVRTC
+// knows the architecture; when it does not (a device newer than the
+// NVRTC), PTX for the newest architecture it knows below, which the driver
+// compiles at load — chosen by chooseKernelTarget and logged, never a
+// silent fallback. Images are cached on disk by source, options and NVRTC
+// version.
 func (d *Device) LoadKernels(e Elem) (*Module, error) {
 	sm := d.Major*10 + d.Minor
-	major, minor, _, err := NVRTCVersion()
+	major, minor, nvrtcPath, err := NVRTCVersion()
 	if err != nil {
 		return nil, err
 	}
+	archs, err := NVRTCArchs()
+	if err != nil {
+		return nil, err
+	}
+	nv := fmt.Sprintf("%d.%d", major, minor)
+	target, err := chooseKernelTarget(sm, archs, nv)
+	if err != nil {
+		return nil, err
+	}
+	if target.Cubin {
+		d.log.Info("kernels", "elem", e, "target", target.Why, "nvrtc", nv, "path", nvrtcPath)
+	} else {
+		d.log.Warn("kernels: no cubin for this device", "elem", e, "target", target.Why, "nvrtc", nv, "path", nvrtcPath)
+	}
+	opts := compileOptions(e, target.Arch, target.Cubin)
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00nvrtc %d.%d", kernelSource, strings.Join(compileOptions(e, sm, true), " "), major, minor)
+	fmt.Fprintf(h, "%s\x00%s\x00nvrtc %d.%d", kernelSource, strings.Join(opts, " "), major, minor)
 	key := hex.EncodeToString(h.Sum(nil))[:24]
+	ext := "cubin"
+	if !target.Cubin {
+		ext = "ptx"
+	}
 	var image []byte
 	dir := cacheDir()
 	path := ""
 	if dir != "" {
-		path = filepath.Join(dir, fmt.Sprintf("llama-%v-sm%d-%s.cubin", e, sm, key))
+		path = filepath.Join(dir, fmt.Sprintf("llama-%v-%d-%s.%s", e, target.Arch, key, ext))
 		if b, err := os.ReadFile(path); err == nil {
 			image = b
 		}
 	}
 	if image == nil {
-		img, log, err := Compile(e, sm, true)
+		img, log, err := Compile(e, target.Arch, target.Cubin)
 		if err != nil {
-			d.log.Warn("cubin compile failed; trying PTX", "sm", sm, "err", err)
-			if img, log, err = Compile(e, sm, false); err != nil {
-				return nil, err
-			}
-			img = append(img, 0) // cuModuleLoadData reads PTX as a C string
-			path = ""            // do not cache PTX under the cubin name
+			return nil, fmt.Errorf("%s: %w", target.Why, err)
 		}
 		if log = strings.TrimSpace(log); log != "" {
 			d.log.Warn("nvrtc log", "log", log)
+		}
+		if !target.Cubin {
+			img = append(img, 0) // cuModuleLoadData reads PTX as a C string
 		}
 		image = img
 		if path != "" {
@@ -163,7 +201,11 @@ func (d *Device) LoadKernels(e Elem) (*Module, error) {
 	}
 	m := &Module{Elem: e, fns: map[string]*kernel{}}
 	if err := check("cuModuleLoadData", C.r_cuModuleLoadData(&m.mod, unsafe.Pointer(&image[0]))); err != nil {
-		return nil, fmt.Errorf("load kernels for sm_%d: %w", sm, err)
+		if !target.Cubin {
+			return nil, fmt.Errorf("load kernels for sm_%d (%s; the driver's CUDA %s must be at least NVRTC %s's to compile its PTX): %w",
+				sm, target.Why, cudaVersionString(libs.driverVersion), nv, err)
+		}
+		return nil, fmt.Errorf("load kernels for sm_%d (%s): %w", sm, target.Why, err)
 	}
 	for _, name := range KernelNames {
 		cs := C.CString(name)

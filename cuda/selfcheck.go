@@ -52,6 +52,14 @@ func SelfTest(ctx context.Context, opts SelfTestOptions, w io.Writer, log *slog.
 		return err
 	}
 	fmt.Fprintf(w, "INFO device %d: %s, sm_%d%d, %d SMs, %.1f GiB\n", dev.Index, dev.Name, dev.Major, dev.Minor, dev.SMs, gib(dev.TotalMem))
+	if archs, err := NVRTCArchs(); err == nil {
+		target, err := chooseKernelTarget(dev.Major*10+dev.Minor, archs, fmt.Sprintf("%d.%d", maj, min))
+		if err != nil {
+			fmt.Fprintf(w, "INFO kernels: %v\n", err)
+		} else {
+			fmt.Fprintf(w, "INFO kernels: %s\n", target.Why)
+		}
+	}
 	var blasInfo string
 	dev.Do(func() error {
 		b, err := dev.NewBLAS()

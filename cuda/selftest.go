@@ -261,9 +261,8 @@ func (c *checker) all() {
 			want = append(want, linearRef(xR[i*rows*in:(i+1)*rows*in], wR[i*outDim*in:(i+1)*outDim*in], rows, in)...)
 		}
 		c.compare("cublasGemmStridedBatchedEx batch=3", y, F32, want, func() error {
-			return c.blas.GemmStridedBatchedEx(true, false, outDim, rows, in, 1,
-				Mat{Buf: w, Type: e, LD: in}, outDim*in, Mat{Buf: x, Type: e, LD: in}, rows*in,
-				0, Mat{Buf: y, Type: F32, LD: outDim}, rows*outDim, batch)
+			return c.blas.Run(RowMajorGemmBatched(false, true, rows, outDim, in, 1, 0, rows*in, outDim*in, rows*outDim, batch),
+				Mat{Buf: x, Type: e}, Mat{Buf: w, Type: e}, Mat{Buf: y, Type: F32})
 		})
 	}
 }

@@ -33,6 +33,10 @@ CU_FNS(DECL)
 BLAS_FNS(DECL)
 NVRTC_FNS(DECL)
 
+// Optional NVRTC entry points (from CUDA 11.2): NULL when the library lacks them.
+static __typeof__(nvrtcGetNumSupportedArchs)* p_nvrtcGetNumSupportedArchs;
+static __typeof__(nvrtcGetSupportedArchs)* p_nvrtcGetSupportedArchs;
+
 #define LOAD(name) \
 	if ((p_##name = (__typeof__(name)*)dlsym(h, #name)) == NULL) { \
 		snprintf(err, n, "%s: no symbol %s", path, #name); \
@@ -66,6 +70,8 @@ int rella_open_nvrtc(const char* path, char* err, int n) {
 	void* h = open_lib(path, err, n);
 	if (h == NULL) return -1;
 	NVRTC_FNS(LOAD)
+	p_nvrtcGetNumSupportedArchs = (__typeof__(nvrtcGetNumSupportedArchs)*)dlsym(h, "nvrtcGetNumSupportedArchs");
+	p_nvrtcGetSupportedArchs = (__typeof__(nvrtcGetSupportedArchs)*)dlsym(h, "nvrtcGetSupportedArchs");
 	return 0;
 }
 
@@ -173,6 +179,14 @@ cublasStatus_t r_cublasGemmStridedBatchedEx(cublasHandle_t h, int ta, int tb, in
 
 nvrtcResult r_nvrtcVersion(int* major, int* minor) { return p_nvrtcVersion(major, minor); }
 const char* r_nvrtcGetErrorString(nvrtcResult r) { return p_nvrtcGetErrorString ? p_nvrtcGetErrorString(r) : NULL; }
+
+int r_nvrtcSupportedArchs(int* archs, int max) {
+	int n = 0;
+	if (p_nvrtcGetNumSupportedArchs == NULL || p_nvrtcGetSupportedArchs == NULL) return -1;
+	if (p_nvrtcGetNumSupportedArchs(&n) != NVRTC_SUCCESS || n < 0 || n > max) return -1;
+	if (p_nvrtcGetSupportedArchs(archs) != NVRTC_SUCCESS) return -1;
+	return n;
+}
 
 nvrtcResult r_nvrtcCompile(const char* src, const char* name, const char** opts, int nopts, int cubin,
 	char** out, size_t* outn, char** log) {

@@ -75,6 +75,10 @@ cublasStatus_t r_cublasGemmStridedBatchedEx(cublasHandle_t h, int ta, int tb, in
 // NVRTC.
 nvrtcResult r_nvrtcVersion(int* major, int* minor);
 const char* r_nvrtcGetErrorString(nvrtcResult r);
+// r_nvrtcSupportedArchs writes the architectures NVRTC compiles for (e.g.
+// 75, 80, 90) into archs (room for max) and returns their number, or -1
+// when the library cannot say (before CUDA 11.2) or has more than max.
+int r_nvrtcSupportedArchs(int* archs, int max);
 // r_nvrtcCompile compiles src with the options; on success *out (malloc'd,
 // the caller frees it) holds a cubin (cubin != 0) or PTX, and *outn its size.
 // The compiler log, if any, goes to *log (malloc'd, or NULL).

@@ -241,9 +241,8 @@ func (b deviceBackend) view(x Buffer, off, n int, k bufKind) (Buffer, error) {
 	return x.view(b.bytes(off, k), b.bytes(n, k))
 }
 
-func (b deviceBackend) gemm(transA, transB bool, m, n, k int, alpha float32, a, bm Buffer, beta float32, c Buffer, ck bufKind) error {
-	return gemmRM(b.blas, transA, transB, m, n, k, alpha, Mat{Buf: a, Type: b.e}, Mat{Buf: bm, Type: b.e}, beta,
-		Mat{Buf: c, Type: b.kindElem(ck)})
+func (b deviceBackend) gemm(g GemmCall, left, right, c Buffer, ck bufKind) error {
+	return b.blas.Run(g, Mat{Buf: left, Type: b.e}, Mat{Buf: right, Type: b.e}, Mat{Buf: c, Type: b.kindElem(ck)})
 }
 
 func (b deviceBackend) embed(x, table, ids Buffer, n, d, vocab int) error {

@@ -159,18 +159,3 @@ func (o ops) sumSq(out, part, g Buffer, n int64) error {
 	}
 	return o.d.launch(o.m.fn(kSumPartials), dim3{1, 1, 1}, dim3{threads, 1, 1}, 0, out, part, sumSqBlocks)
 }
-
-// gemmRM computes, in row-major terms, C [m, n] = alpha op(A) op(B) + beta C,
-// where A is [m, k] ([k, m] when transA) and B is [k, n] ([n, k] when
-// transB); the leading dimensions follow from the shapes. (cuBLAS is
-// column-major: it computes Cᵀ = op(B)ᵀ op(A)ᵀ.)
-func gemmRM(b *BLAS, transA, transB bool, m, n, k int, alpha float32, a, bm Mat, beta float32, c Mat) error {
-	a.LD, bm.LD, c.LD = k, n, n
-	if transA {
-		a.LD = m
-	}
-	if transB {
-		bm.LD = k
-	}
-	return b.GemmEx(transB, transA, n, m, k, alpha, bm, a, beta, c)
-}

@@ -28,8 +28,11 @@ const (
 
 // backend runs the operations of a training step on buffers of type B.
 // Sizes are in elements; matrices are row-major. Every method mirrors a
-// kernel of train.cu or llama.cu (same name, same semantics), except gemm
-// (cuBLAS GemmEx: a and b elem, c float or elem).
+// kernel of train.cu or llama.cu (same name, same semantics), except gemm:
+// the cuBLAS call g (cublasGemmEx or strided batched, column-major, made by
+// RowMajorGemm in gemmOn) with the row-major operands left and right (elem)
+// it was mapped from and c (float or elem, as ck says). The device passes g
+// to cuBLAS unchanged; the host backend evaluates it with EvalRowMajor.
 type backend[B any] interface {
 	elem() Elem
 	alloc(n int, k bufKind) (B, error)
@@ -40,7 +43,7 @@ type backend[B any] interface {
 	download(b B, n int) ([]float32, error)   // n float values
 	copyFloats(dst, src B, n int) error
 	view(b B, off, n int, k bufKind) (B, error)
-	gemm(transA, transB bool, m, n, k int, alpha float32, a, b B, beta float32, c B, ck bufKind) error
+	gemm(g GemmCall, left, right, c B, ck bufKind) error
 
 	embed(x, table, ids B, n, d, vocab int) error
 	rmsnorm(out, x, w B, n, d int, eps float64) error
@@ -63,6 +66,13 @@ type backend[B any] interface {
 	ceStats(m, s, zlab, z, labels B, R, vc, v0 int) error
 	ceFinish(lse, loss, m, s, zlab B, R int) error
 	ceGrad(dz, z, lse, labels B, R, vc, v0 int, scale float32) error
+}
+
+// gemmOn computes the row-major product C [m, n] = alpha op(A) op(B) +
+// beta C on be (A stored [m, k], or [k, m] when transA; B [k, n], or [n,
+// k] when transB), through the cuBLAS call RowMajorGemm maps it to.
+func gemmOn[B any](be backend[B], transA, transB bool, m, n, k int, alpha float32, a, b B, beta float32, c B, ck bufKind) error {
+	return be.gemm(RowMajorGemm(transA, transB, m, n, k, alpha, beta), a, b, c, ck)
 }
 
 // bufArena holds the buffers of one piece of work and frees them together;
@@ -180,10 +190,10 @@ type layerActs[B any] struct {
 // loraFwdOn adds an adapter's output to y (elem [n, out]): u = xd Aᵀ (elem
 // [n, r]), y += scale · u Bᵀ; xd is the module input after dropout (elem).
 func loraFwdOn[B any](be backend[B], y, u, xd, a, b B, n, in, r, out int, scale float32) error {
-	if err := be.gemm(false, true, n, r, in, 1, xd, a, 0, u, kElem); err != nil {
+	if err := gemmOn(be, false, true, n, r, in, 1, xd, a, 0, u, kElem); err != nil {
 		return err
 	}
-	return be.gemm(false, true, n, out, r, scale, u, b, 1, y, kElem)
+	return gemmOn(be, false, true, n, out, r, scale, u, b, 1, y, kElem)
 }
 
 // loraBwdOn accumulates an adapter's gradients from dy (elem [n, out]):
@@ -191,19 +201,19 @@ func loraFwdOn[B any](be backend[B], y, u, xd, a, b B, n, in, r, out int, scale 
 // and dx (float [n, in]) += keep ∘ du A / (1−p), through dxd (float scratch
 // [n, in]) when p > 0. dA [r, in] and dB [out, r] are float.
 func loraBwdOn[B any](be backend[B], da, db, dx, du, dxd, dy, xd, u, a, b, keep B, n, in, r, out int, scale float32, p float64) error {
-	if err := be.gemm(true, false, out, r, n, scale, dy, u, 1, db, kFloat); err != nil {
+	if err := gemmOn(be, true, false, out, r, n, scale, dy, u, 1, db, kFloat); err != nil {
 		return err
 	}
-	if err := be.gemm(false, false, n, r, out, scale, dy, b, 0, du, kElem); err != nil {
+	if err := gemmOn(be, false, false, n, r, out, scale, dy, b, 0, du, kElem); err != nil {
 		return err
 	}
-	if err := be.gemm(true, false, r, in, n, 1, du, xd, 1, da, kFloat); err != nil {
+	if err := gemmOn(be, true, false, r, in, n, 1, du, xd, 1, da, kFloat); err != nil {
 		return err
 	}
 	if p == 0 {
-		return be.gemm(false, false, n, in, r, 1, du, a, 1, dx, kFloat)
+		return gemmOn(be, false, false, n, in, r, 1, du, a, 1, dx, kFloat)
 	}
-	if err := be.gemm(false, false, n, in, r, 1, du, a, 0, dxd, kFloat); err != nil {
+	if err := gemmOn(be, false, false, n, in, r, 1, du, a, 0, dxd, kFloat); err != nil {
 		return err
 	}
 	return be.maskMulAdd(dx, dxd, keep, n*in, p)
@@ -220,7 +230,7 @@ func crossEntropyOn[B any](be backend[B], loss, dh, h, w, labels, z, dz, m, s, z
 		if err != nil {
 			return wc, err
 		}
-		return wc, be.gemm(false, true, R, nc, d, 1, h, wc, 0, z, kFloat)
+		return wc, gemmOn(be, false, true, R, nc, d, 1, h, wc, 0, z, kFloat)
 	}
 	for v0 := 0; v0 < V; v0 += vc {
 		nc := min(vc, V-v0)
@@ -243,7 +253,7 @@ func crossEntropyOn[B any](be backend[B], loss, dh, h, w, labels, z, dz, m, s, z
 		if err := be.ceGrad(dz, z, lse, labels, R, nc, v0, scale); err != nil {
 			return err
 		}
-		if err := be.gemm(false, false, R, d, nc, 1, dz, wc, 1, dh, kFloat); err != nil {
+		if err := gemmOn(be, false, false, R, d, nc, 1, dz, wc, 1, dh, kFloat); err != nil {
 			return err
 		}
 	}
@@ -278,7 +288,7 @@ func (s *stepper[B]) keepLoRA(a *bufArena[B], p *stepPass[B], acts *layerActs[B]
 		return nil, a.err
 	}
 	acts.lora[module] = kept
-	return m, s.be.gemm(false, true, n, m.rank, in, 1, kept.xin, m.ae, 0, kept.u, kElem)
+	return m, gemmOn(s.be, false, true, n, m.rank, in, 1, kept.xin, m.ae, 0, kept.u, kElem)
 }
 
 // proj computes y = x Wᵀ plus the adapter of (l, module) if there is one,
@@ -289,14 +299,14 @@ func (s *stepper[B]) proj(a *bufArena[B], p *stepPass[B], acts *layerActs[B], y,
 	if err != nil {
 		return err
 	}
-	if err := s.be.gemm(false, true, n, out, in, 1, x, w, 0, y, kElem); err != nil {
+	if err := gemmOn(s.be, false, true, n, out, in, 1, x, w, 0, y, kElem); err != nil {
 		return err
 	}
 	m, err := s.keepLoRA(a, p, acts, x, l, module, train, seed)
 	if m == nil || err != nil {
 		return err
 	}
-	return s.be.gemm(false, true, n, out, m.rank, float32(s.scale), acts.lora[module].u, m.be, 1, y, kElem)
+	return gemmOn(s.be, false, true, n, out, m.rank, float32(s.scale), acts.lora[module].u, m.be, 1, y, kElem)
 }
 
 // layerForward runs layer l on the float input x, writing the activations
@@ -363,7 +373,7 @@ func (s *stepper[B]) projBackward(a *bufArena[B], p *stepPass[B], acts *layerAct
 	if err != nil {
 		return err
 	}
-	if err := s.be.gemm(false, false, n, in, out, 1, dy, w, beta, dx, kFloat); err != nil {
+	if err := gemmOn(s.be, false, false, n, in, out, 1, dy, w, beta, dx, kFloat); err != nil {
 		return err
 	}
 	m := s.byKey[modKey{l, module}]

@@ -84,28 +84,15 @@ func (h hostBackend) view(b *hostBuf, off, n int, k bufKind) (*hostBuf, error) {
 	return &hostBuf{k: k, f: b.f[off : off+n]}, nil
 }
 
-func (h hostBackend) gemm(transA, transB bool, m, n, k int, alpha float32, a, b *hostBuf, beta float32, c *hostBuf, ck bufKind) error {
-	out := make([]float32, m*n)
-	for i := 0; i < m; i++ {
-		for j := 0; j < n; j++ {
-			var s float64
-			for l := 0; l < k; l++ {
-				av := a.f[i*k+l]
-				if transA {
-					av = a.f[l*m+i]
-				}
-				bv := b.f[l*n+j]
-				if transB {
-					bv = b.f[j*k+l]
-				}
-				s += float64(av) * float64(bv)
-			}
-			s *= float64(alpha)
-			if beta != 0 {
-				s += float64(beta) * float64(c.f[i*n+j])
-			}
-			out[i*n+j] = float32(s)
-		}
+// gemm evaluates the cuBLAS call the device would make (g, from
+// RowMajorGemm) with column-major semantics on the row-major operands, so
+// the argument mapping itself is under test: a wrong leading dimension or
+// transposition flag is rejected (as cuBLAS's CUBLAS_STATUS_INVALID_VALUE)
+// or gives a wrong product.
+func (h hostBackend) gemm(g GemmCall, left, right, c *hostBuf, ck bufKind) error {
+	out := append([]float32(nil), c.f...)
+	if err := EvalRowMajor(g, left.f, right.f, out); err != nil {
+		return err
 	}
 	h.set(c, out)
 	return nil

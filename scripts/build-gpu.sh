@@ -4,9 +4,9 @@
 #
 # What it needs at build time: only CUDA *headers* (cuda.h for the driver API,
 # cublas_api.h for cublasGemmEx, nvrtc.h for the run-time compiler). The binary
-# links no CUDA library: package cuda opens libcuda.so.1, libcublas.so.{13,12,11}
-# and libnvrtc.so.{13,12,11} with dlopen at run time and looks every entry point
-# up by name. So there is no cuBLAS link stub and no stubs/libcuda.so to carry,
+# links no CUDA library: package cuda opens libcuda.so.1, then the libcublas.so.N
+# and libnvrtc.so.N of the newest major N the driver supports (never newer) with
+# dlopen at run time and looks every entry point up by name. So there is no cuBLAS link stub and no stubs/libcuda.so to carry,
 # the soname-versioned cuBLAS symbols of one CUDA release never pin the binary to
 # that release, and the GPU binary still runs the CPU commands on machines
 # without a driver.
@@ -155,9 +155,11 @@ mkdir -p "$(dirname "$out")"
 log "go build -tags rellagpu -o $out ./cmd/rella"
 cd "$root"
 export CGO_ENABLED=1 CGO_CFLAGS="-I$inc ${CGO_CFLAGS:-}"
-go build -tags rellagpu -o "$out" ./cmd/rella
+# -s -w: no symbol table or DWARF (a third smaller; the binaries travel to
+# the GPU machine within a 64 MiB carry limit, see scripts/gpu-check.sh).
+go build -tags rellagpu -ldflags "-s -w" -o "$out" ./cmd/rella
 # The device checks of package cuda as a test binary: the GPU machine has no
 # Go toolchain, so scripts/gpu-check.sh runs this file there.
 log "go test -c -tags rellagpu -o $(dirname "$out")/cuda-gpu.test ./cuda"
-go test -c -tags rellagpu -o "$(dirname "$out")/cuda-gpu.test" ./cuda
+go test -c -tags rellagpu -ldflags "-s -w" -o "$(dirname "$out")/cuda-gpu.test" ./cuda
 echo "$out"

@@ -10,7 +10,7 @@ what would run.
 Subcommands (each writes into --out and prints a short summary; lines that
 start with CHECK or BENCH are meant for scripts/gpu-check.sh's table):
 
-  make-model   --out DIR [--shape tiny|small|7b] [--seed 1]
+  make-model   --out DIR [--shape tiny|small|7b] [--layers N] [--seed 1]
       A seeded random LLaMA checkpoint made by scripts/hf_bench.py's
       make_checkpoint (the same one the scoring benchmark uses).
 
@@ -414,10 +414,11 @@ def cmd_make_model(a):
     sys.path.insert(0, HERE)
     import hf_bench
     t0 = time.perf_counter()
-    m = hf_bench.make_checkpoint(a.out, a.shape, a.seed)
+    m = hf_bench.make_checkpoint(a.out, a.shape, a.seed, a.layers)
+    layers = m.config.num_hidden_layers
     del m
     torch.cuda.empty_cache()
-    print(f"INFO hf_peft: made {a.shape} checkpoint in {a.out} in {time.perf_counter() - t0:.1f}s")
+    print(f"INFO hf_peft: made {a.shape} checkpoint ({layers} layers) in {a.out} in {time.perf_counter() - t0:.1f}s")
 
 
 def cmd_make_data(a):
@@ -826,6 +827,7 @@ def main(argv=None):
     p = sub.add_parser("make-model", help="seeded random LLaMA checkpoint (hf_bench.make_checkpoint)")
     p.add_argument("--out", required=True)
     p.add_argument("--shape", default="tiny", choices=["tiny", "small", "7b"])
+    p.add_argument("--layers", type=int, help="decoder layers (default: the shape's), e.g. 8 for 7B width with 8 of 32")
     p.add_argument("--seed", type=int, default=1)
 
     p = sub.add_parser("make-data", help="seeded random examples (rella labels) and a data order")
