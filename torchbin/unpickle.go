@@ -259,7 +259,7 @@ func scanPickle(data []byte) (int, error) {
 				}
 				i += 4
 				if k > int64(len(data)-i) || k < 0 {
-					err = need(-1)
+					err = fmt.Errorf("malformed pickle: opcode at byte %d declares %d bytes, %d remain", i-5, k, len(data)-i)
 				} else {
 					i += int(k)
 				}
@@ -269,7 +269,7 @@ func scanPickle(data []byte) (int, error) {
 				k := binary.LittleEndian.Uint64(data[i:])
 				i += 8
 				if k > uint64(len(data)-i) {
-					err = need(-1)
+					err = fmt.Errorf("malformed pickle: opcode at byte %d declares %d bytes, %d remain", i-9, k, len(data)-i)
 				} else {
 					i += int(k)
 				}
