@@ -330,11 +330,11 @@ func CheckDir(dir string) error {
 	}
 	switch {
 	case err == nil:
-		return fmt.Errorf("model path %q is a file; it must be a local folder holding config.json and the weights (get one with: %s)", dir, get)
+		return fmt.Errorf("%q is a file, not a folder: a model is a local folder holding config.json, the tokenizer and the weights (get one with: %s)", dir, get)
 	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("model path %q is not a local folder; rella reads models from disk and never downloads them (get one with: %s, then point model.path at that folder)", dir, get)
+		return fmt.Errorf("%q is not a local folder: a model must be a folder on disk, rella never downloads one (get it with: %s, then use that folder as the model path)", dir, get)
 	}
-	return fmt.Errorf("model path %q: %w", dir, err)
+	return fmt.Errorf("model folder %q: %w", dir, err)
 }
 
 // hubID matches a Hugging Face hub id: ORG/NAME with no other slashes.

@@ -152,7 +152,7 @@ func TestCheckDir(t *testing.T) {
 	}
 	file := filepath.Join(t.TempDir(), "config.json")
 	os.WriteFile(file, []byte("{}"), 0o644)
-	if err := CheckDir(file); err == nil || !strings.Contains(err.Error(), "is a file") {
+	if err := CheckDir(file); err == nil || !strings.Contains(err.Error(), "is a file, not a folder") {
 		t.Errorf("file: %v", err)
 	}
 	if err := CheckDir(t.TempDir()); err != nil {
