@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -72,7 +73,7 @@ func runConvert(ctx context.Context, e *env, args []string) error {
 			os.RemoveAll(tmp)
 		}
 	}()
-	shards, total, err := writeShards(ctx, m, tmp, maxShard)
+	shards, total, err := writeShards(ctx, e.log, m, tmp, maxShard)
 	if err != nil {
 		return err
 	}
@@ -86,13 +87,13 @@ func runConvert(ctx context.Context, e *env, args []string) error {
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return err
 	}
-	if ents, err := os.ReadDir(tmp); err != nil {
+	written, err := os.ReadDir(tmp)
+	if err != nil {
 		return err
-	} else {
-		for _, ent := range ents {
-			if err := os.Chmod(filepath.Join(tmp, ent.Name()), 0o644); err != nil {
-				return err
-			}
+	}
+	for _, ent := range written {
+		if err := os.Chmod(filepath.Join(tmp, ent.Name()), 0o644); err != nil {
+			return err
 		}
 	}
 	if err := atomicfile.SyncDir(tmp); err != nil {
@@ -163,7 +164,7 @@ func naturalLess(a, b string) bool {
 // when they fit one shard, else model-0000i-of-0000n.safetensors and
 // model.safetensors.index.json. The tensors' bytes are written straight
 // from the source mapping.
-func writeShards(ctx context.Context, m *model.Model, dir string, maxShard int64) (int, int64, error) {
+func writeShards(ctx context.Context, log *slog.Logger, m *model.Model, dir string, maxShard int64) (int, int64, error) {
 	var shards [][]safetensors.Tensor
 	var cur []safetensors.Tensor
 	var curSize, total int64
@@ -199,6 +200,7 @@ func writeShards(ctx context.Context, m *model.Model, dir string, maxShard int64
 		if err := safetensors.Write(filepath.Join(dir, name), sh, meta); err != nil {
 			return 0, 0, err
 		}
+		log.Info("convert: shard written", "file", name, "tensors", len(sh))
 		for _, t := range sh {
 			weightMap[t.Name] = name
 		}
