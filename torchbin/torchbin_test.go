@@ -446,3 +446,44 @@ func TestWriterLayout(t *testing.T) {
 		t.Errorf("entries %v", names)
 	}
 }
+
+// torch.save(model.state_dict()) pickles an OrderedDict carrying a
+// _metadata attribute (set through BUILD); it reads like a plain dict.
+func TestOrderedDictWithMetadata(t *testing.T) {
+	st := []wStorage{{key: "0", dtype: safetensors.DTypeBF16, data: encode(safetensors.DTypeBF16, ramp(6))}}
+	plain := stateDictPickle([]wTensor{{name: "w", storage: "0", shape: []int{2, 3}, stride: []int{3, 1}}}, st, false)
+	// plain is PROTO 2, '}', '(' items 'u', '.': make the dict an OrderedDict
+	// and add its state as torch does.
+	var p pickler
+	p.op(0x80, 2)
+	p.global("collections", "OrderedDict")
+	p.op(')', 'R')
+	p.Write(plain[3 : len(plain)-1])
+	p.op('}', '(')
+	p.str("_metadata")
+	p.global("collections", "OrderedDict")
+	p.op(')', 'R', '(')
+	p.str("")
+	p.op('}', '(')
+	p.str("version")
+	p.int(1)
+	p.op('u', 'u', 'u', 'b', '.')
+	path := filepath.Join(t.TempDir(), "pytorch_model.bin")
+	fh, _ := os.Create(path)
+	writeZip(t, fh, "pytorch_model", p.Bytes(), st)
+	fh.Close()
+	f, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got, err := f.Float32s("w")
+	if err != nil || len(f.Names()) != 1 {
+		t.Fatalf("names %v, %v", f.Names(), err)
+	}
+	for i, x := range got {
+		if float64(x) != ramp(6)[i] {
+			t.Fatalf("w[%d] = %v", i, x)
+		}
+	}
+}
