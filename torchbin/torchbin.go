@@ -68,11 +68,19 @@ type File struct {
 	format  string // "zip" or "legacy"
 	mapped  []byte
 	tensors map[string]Info
+
+	bareTensor bool
 }
 
 // Open memory-maps path and reads its pickle: every tensor's storage is
 // located in the file and checked to hold the tensor's shape and strides.
 func Open(path string) (*File, error) {
+	return open(path, false)
+}
+
+// open is Open; bareTensor also accepts a file holding one tensor rather
+// than a state_dict (tests read torch's own single-tensor files), named "".
+func open(path string, bareTensor bool) (*File, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("torchbin: %w", err)
@@ -92,16 +100,15 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("torchbin: %s: mmap: %w", path, err)
 	}
-	tf := &File{path: path, mapped: mapped}
-	switch {
-	case bytes.HasPrefix(mapped, []byte("PK\x03\x04")):
+	tf := &File{path: path, mapped: mapped, bareTensor: bareTensor}
+	if bytes.HasPrefix(mapped, []byte("PK\x03\x04")) {
 		tf.format = "zip"
 		err = tf.parseZip()
-	case mapped[0] == 0x80: // a pickle's PROTO opcode
+	} else {
+		// The legacy format starts with a pickle of torch's magic number;
+		// parseLegacy says so when the file is anything else.
 		tf.format = "legacy"
 		err = tf.parseLegacy()
-	default:
-		err = fmt.Errorf("torchbin: %s: neither torch's zip format nor its legacy pickle format (first bytes % x)", path, mapped[:4])
 	}
 	if err != nil {
 		syscall.Munmap(mapped)
@@ -259,7 +266,7 @@ func (f *File) parseZip() error {
 	if err != nil {
 		return fmt.Errorf("torchbin: %s: %s: %w", f.path, pkl.Name, err)
 	}
-	refs, err := stateDict(obj)
+	refs, err := f.stateDict(obj)
 	if err != nil {
 		return fmt.Errorf("torchbin: %s: %s: %w", f.path, pkl.Name, err)
 	}
@@ -356,7 +363,10 @@ type namedRef struct {
 
 // stateDict reads the unpickled top-level object: a dict or OrderedDict of
 // tensor name -> tensor.
-func stateDict(obj any) ([]namedRef, error) {
+func (f *File) stateDict(obj any) ([]namedRef, error) {
+	if t, ok := obj.(*tensorRef); ok && f.bareTensor {
+		return []namedRef{{"", t}}, nil
+	}
 	var out []namedRef
 	add := func(k, v any) error {
 		name, ok := k.(string)
@@ -461,12 +471,13 @@ func (f *File) parseLegacy() error {
 		pos += n
 		return v, nil
 	}
+	notTorch := fmt.Errorf("torchbin: %s: neither torch's zip format nor its legacy format (first bytes % x): not a torch.save file", f.path, f.mapped[:4])
 	magic, err := next("magic number", nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w; reading it as a legacy file: %w", notTorch, err)
 	}
 	if m, ok := magic.(*big.Int); !ok || m.Cmp(legacyMagic) != 0 {
-		return fmt.Errorf("torchbin: %s: starts with a pickle of %v, not torch's legacy magic number (not a torch.save file)", f.path, magic)
+		return notTorch
 	}
 	if _, err := next("protocol version", nil); err != nil {
 		return err
@@ -490,7 +501,7 @@ func (f *File) parseLegacy() error {
 	if err != nil {
 		return err
 	}
-	refs, err := stateDict(obj)
+	refs, err := f.stateDict(obj)
 	if err != nil {
 		return fmt.Errorf("torchbin: %s: %w", f.path, err)
 	}

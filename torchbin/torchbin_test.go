@@ -4,8 +4,10 @@ import (
 	"archive/zip"
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -485,5 +487,64 @@ func TestOrderedDictWithMetadata(t *testing.T) {
 		if float64(x) != ramp(6)[i] {
 			t.Fatalf("w[%d] = %v", i, x)
 		}
+	}
+}
+
+// Real torch.save output in both layouts and every pickle protocol: the
+// single-tensor files gopickle's test data holds (written by PyTorch with
+// _use_new_zipfile_serialization False and True, protocols 1-5).
+func TestRealTorchSingleTensorFiles(t *testing.T) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/nlpodyssey/gopickle").Output()
+	dir := filepath.Join(strings.TrimSpace(string(out)), "pytorch", "testdata")
+	if _, serr := os.Stat(dir); err != nil || serr != nil {
+		t.Skipf("gopickle's test data is not in the module cache: %v %v", err, serr)
+	}
+	vals := []float32{1.2, -3.4, 5.6, -7.8}
+	dtypes := map[string]safetensors.DType{"float16": safetensors.DTypeF16, "bfloat16": safetensors.DTypeBF16, "float32": safetensors.DTypeF32, "float64": safetensors.DTypeF64}
+	checked := 0
+	for name, dt := range dtypes {
+		for proto := 1; proto <= 5; proto++ {
+			for _, zipped := range []bool{false, true} {
+				file := fmt.Sprintf("tensor_%s_proto%d.pt", name, proto)
+				format := "legacy"
+				if zipped {
+					file = strings.TrimSuffix(file, ".pt") + "_zip.pt"
+					format = "zip"
+				}
+				f, err := open(filepath.Join(dir, file), true)
+				if err != nil {
+					t.Errorf("%s: %v", file, err)
+					continue
+				}
+				info, _ := f.Info("")
+				got, err := f.Float32s("")
+				if err != nil || info.DType != dt || f.Format() != format || !slices.Equal(info.Shape, []int{4}) {
+					t.Errorf("%s: %s %s %v, %v", file, f.Format(), info.DType, info.Shape, err)
+				}
+				for i, v := range vals {
+					want := v
+					switch dt {
+					case safetensors.DTypeF16:
+						want = safetensors.F16ToF32(safetensors.F32ToF16(v))
+					case safetensors.DTypeBF16:
+						want = safetensors.BF16ToF32(safetensors.F32ToBF16(v))
+					}
+					if got[i] != want {
+						t.Errorf("%s[%d] = %v, want %v", file, i, got[i], want)
+					}
+				}
+				f.Close()
+				checked++
+			}
+		}
+	}
+	t.Logf("%d real torch files read", checked)
+	// A bare tensor is not a state_dict: Open refuses it.
+	if _, err := Open(filepath.Join(dir, "tensor_float32_proto2_zip.pt")); err == nil || !strings.Contains(err.Error(), "want a state_dict") {
+		t.Errorf("bare tensor through Open: %v", err)
+	}
+	// Storage types a LLaMA never holds are refused by name.
+	if _, err := Open(filepath.Join(dir, "tensor_bool_proto2.pt")); err == nil || !strings.Contains(err.Error(), "torch.BoolStorage is not supported") {
+		t.Errorf("bool storage: %v", err)
 	}
 }

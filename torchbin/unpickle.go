@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 
 	"github.com/nlpodyssey/gopickle/pickle"
 	"github.com/nlpodyssey/gopickle/types"
@@ -149,6 +150,9 @@ func findClass(module, name string) (any, error) {
 	case "torch":
 		if dt, ok := storageClasses[name]; ok {
 			return storageClass{name: name, dtype: dt}, nil
+		}
+		if strings.HasSuffix(name, "Storage") {
+			return nil, fmt.Errorf("storage type torch.%s is not supported (rella reads Half, BFloat16, Float, Double, Long, Int and Byte storages)", name)
 		}
 	case "_codecs":
 		if name == "encode" {
