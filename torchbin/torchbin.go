@@ -442,6 +442,16 @@ func (f *File) resolve(refs []namedRef, locate func(*storageRef) (located, error
 			return fmt.Errorf("torchbin: %s: tensor %q: shape %v with strides %v at storage offset %d needs %d elements, storage %q holds %d",
 				f.path, r.name, r.t.shape, r.t.stride, r.t.offset, r.t.offset+span, st.key, st.numel)
 		}
+		// A view with more elements than its storage repeats elements
+		// (stride 0, as expand() makes); a state_dict never holds one.
+		elems := int64(1)
+		for _, d := range r.t.shape {
+			if d > 0 && elems > st.numel/int64(d) {
+				return fmt.Errorf("torchbin: %s: tensor %q: shape %v holds more elements than storage %q (%d): a repeating view, which rella does not read",
+					f.path, r.name, r.t.shape, st.key, st.numel)
+			}
+			elems *= int64(d)
+		}
 		f.tensors[r.name] = Info{
 			Name: r.name, DType: st.dtype, Shape: r.t.shape, Strides: r.t.stride, Storage: st.key,
 			Offset: loc.begin + r.t.offset*es,

@@ -548,3 +548,14 @@ func TestRealTorchSingleTensorFiles(t *testing.T) {
 		t.Errorf("bool storage: %v", err)
 	}
 }
+
+// A repeating view (stride 0, as expand() makes) is refused by name, so a
+// crafted shape cannot ask for more memory than its storage holds.
+func TestRepeatingViewRefused(t *testing.T) {
+	st := []wStorage{{key: "0", dtype: safetensors.DTypeF32, data: encode(safetensors.DTypeF32, ramp(4))}}
+	p := filepath.Join(t.TempDir(), "m.bin")
+	writeZipFile(t, p, []wTensor{{name: "expanded", storage: "0", shape: []int{1 << 30, 1 << 30}, stride: []int{0, 0}}}, st)
+	if _, err := Open(p); err == nil || !strings.Contains(err.Error(), `tensor "expanded"`) || !strings.Contains(err.Error(), "repeating view") {
+		t.Errorf("got %v", err)
+	}
+}
