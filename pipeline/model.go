@@ -49,6 +49,9 @@ func (r *Runner) loadTokenizer() (*tokenizer.Tokenizer, error) {
 	}
 	p := r.Cfg.Model.Tokenizer
 	if p == "" {
+		if err := model.CheckDir(r.Cfg.Model.Path); err != nil {
+			return nil, fmt.Errorf("model.path: %w", err)
+		}
 		p = r.Cfg.Model.Path
 	}
 	tok, err := tokenizer.Load(p)

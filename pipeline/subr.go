@@ -18,6 +18,7 @@ import (
 
 	"github.com/rella-project/rella/data"
 	"github.com/rella-project/rella/internal/atomicfile"
+	"github.com/rella-project/rella/model"
 	"github.com/rella-project/rella/prompt"
 	"github.com/rella-project/rella/retrieval"
 )
@@ -287,11 +288,19 @@ func (r *Runner) Retrieve(ctx context.Context, ds *data.Dataset) error {
 // modelFingerprint identifies a checkpoint cheaply: config.json and, for
 // each safetensors file, its size, header and first and last 64 KiB.
 func modelFingerprint(dir string) (string, error) {
+	if err := model.CheckDir(dir); err != nil {
+		return "", fmt.Errorf("model.path: %w", err)
+	}
 	h := sha256.New()
 	names, err := filepath.Glob(filepath.Join(dir, "*.safetensors"))
 	if err != nil {
 		return "", err
 	}
+	bins, err := filepath.Glob(filepath.Join(dir, "*.bin")) // PyTorch weights (model.Load reads them too)
+	if err != nil {
+		return "", err
+	}
+	names = append(names, bins...)
 	sort.Strings(names)
 	for _, p := range append([]string{filepath.Join(dir, "config.json")}, names...) {
 		if err := hashFileSample(h, p); err != nil {

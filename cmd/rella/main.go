@@ -46,7 +46,7 @@ func usageErrorf(format string, a ...any) error { return usageError{fmt.Sprintf(
 func commands() []command {
 	cmds := []command{
 		// each subcommand file adds its constructor here
-		initModelCommand(), logitsCommand(), gpuSelftestCommand(), gradsCommand(),
+		initModelCommand(), logitsCommand(), gpuSelftestCommand(), gradsCommand(), convertCommand(),
 		tokenizeCommand(),
 		prepareCommand(), promptsCommand(), scoreCommand(),
 		embedCommand(), retrieveCommand(), trainCommand(), runCommand(), studyCommand(),
