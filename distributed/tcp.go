@@ -437,13 +437,17 @@ func (c *TCP) exchange(ctx context.Context, mine frame) ([]byte, error) {
 		err = fmt.Errorf("rank %d gave up in %s: %w", c.rank, name, ctx.Err())
 	}
 	if err != nil {
+		// The group is broken: rank 0 tells the others why, and every rank
+		// closes its connections, so that a peer blocked sending or
+		// receiving fails at once instead of waiting for its context.
 		c.broken = err
-		if c.rank == 0 {
-			for _, p := range c.peers {
-				if p != nil {
+		for _, p := range c.peers {
+			if p != nil {
+				if c.rank == 0 {
 					p.conn.SetDeadline(time.Now().Add(2 * time.Second))
 					writeFrame(p, frame{kind: kindError, body: []byte("rank 0: " + err.Error())})
 				}
+				p.conn.Close()
 			}
 		}
 		return nil, err

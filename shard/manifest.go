@@ -71,6 +71,27 @@ func Dir(root string, s Spec) string {
 
 var dirName = regexp.MustCompile(`^(\d+)-of-(\d+)$`)
 
+// Begin prepares Dir(root, s) for a shard about to be (re)computed: it
+// creates the folder and removes a manifest left by an earlier run (one
+// made with other settings), so that a run killed halfway leaves a shard
+// that is plainly unfinished, never an old manifest beside new outputs.
+func Begin(root string, s Spec) (string, error) {
+	if err := s.Validate(); err != nil {
+		return "", err
+	}
+	dir := Dir(root, s)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("shard %s: %w", s, err)
+	}
+	if err := os.Remove(filepath.Join(dir, ManifestName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("shard %s: %w", s, err)
+	}
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return "", fmt.Errorf("shard %s: %w", s, err)
+	}
+	return dir, nil
+}
+
 // Commit records shard s of a run of total items as finished: it checks
 // every output in Dir(root, s) against the shard's item count, and writes
 // the manifest (sizes, line counts, SHA-256) atomically, last, so a shard

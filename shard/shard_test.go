@@ -232,6 +232,21 @@ func TestDone(t *testing.T) {
 	if _, done, _ := Done(root, s, 10, "fp", outs); done {
 		t.Fatal("shard with a changed output reported done")
 	}
+	// A rerun with other settings begins by dropping the old manifest.
+	writeShard(t, root, s, lines, "fp")
+	dir, err := Begin(root, s)
+	if err != nil || dir != Dir(root, s) {
+		t.Fatalf("Begin = %q, %v", dir, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ManifestName)); !os.IsNotExist(err) {
+		t.Fatalf("Begin left the manifest: %v", err)
+	}
+	if _, done, _ := Done(root, s, 10, "fp", outs); done {
+		t.Fatal("a begun shard reported done")
+	}
+	if _, err := Begin(root, Spec{3, 3}); err == nil {
+		t.Fatal("Begin of shard 3/3 accepted")
+	}
 }
 
 func TestCommitChecksCounts(t *testing.T) {
