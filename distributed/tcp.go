@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // DefaultTimeout is how long ConnectTCP waits for every rank when
@@ -353,32 +354,20 @@ func (c *TCP) Close() error {
 }
 
 func (c *TCP) AllReduceSumFloat32(ctx context.Context, x []float32) error {
-	body := make([]byte, 4*len(x))
-	for i, v := range x {
-		binary.LittleEndian.PutUint32(body[4*i:], math.Float32bits(v))
-	}
-	out, err := c.exchange(ctx, frame{kind: kindData, op: opSum32, count: uint64(len(x)), body: body})
+	out, err := c.exchange(ctx, frame{kind: kindData, op: opSum32, count: uint64(len(x)), body: encode(x)})
 	if err != nil {
 		return err
 	}
-	for i := range x {
-		x[i] = math.Float32frombits(binary.LittleEndian.Uint32(out[4*i:]))
-	}
+	decode(x, out)
 	return nil
 }
 
 func (c *TCP) AllReduceSumFloat64(ctx context.Context, x []float64) error {
-	body := make([]byte, 8*len(x))
-	for i, v := range x {
-		binary.LittleEndian.PutUint64(body[8*i:], math.Float64bits(v))
-	}
-	out, err := c.exchange(ctx, frame{kind: kindData, op: opSum64, count: uint64(len(x)), body: body})
+	out, err := c.exchange(ctx, frame{kind: kindData, op: opSum64, count: uint64(len(x)), body: encode(x)})
 	if err != nil {
 		return err
 	}
-	for i := range x {
-		x[i] = math.Float64frombits(binary.LittleEndian.Uint64(out[8*i:]))
-	}
+	decode(x, out)
 	return nil
 }
 
@@ -489,31 +478,9 @@ func (c *TCP) reduceAtRoot(mine frame) ([]byte, error) {
 	var out []byte
 	switch mine.op {
 	case opSum32:
-		xs := make([][]float32, c.size)
-		for r, f := range frames {
-			xs[r] = make([]float32, f.count)
-			for i := range xs[r] {
-				xs[r][i] = math.Float32frombits(binary.LittleEndian.Uint32(f.body[4*i:]))
-			}
-		}
-		sum := sumRanks(xs)
-		out = make([]byte, 4*len(sum))
-		for i, v := range sum {
-			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
-		}
+		out = encode(sumRanks(decodeAll[float32](frames)))
 	case opSum64:
-		xs := make([][]float64, c.size)
-		for r, f := range frames {
-			xs[r] = make([]float64, f.count)
-			for i := range xs[r] {
-				xs[r][i] = math.Float64frombits(binary.LittleEndian.Uint64(f.body[8*i:]))
-			}
-		}
-		sum := sumRanks(xs)
-		out = make([]byte, 8*len(sum))
-		for i, v := range sum {
-			binary.LittleEndian.PutUint64(out[8*i:], math.Float64bits(v))
-		}
+		out = encode(sumRanks(decodeAll[float64](frames)))
 	case opBroadcast:
 		out = frames[mine.root].body
 	}
@@ -558,3 +525,50 @@ func describeOp(f frame) string {
 	}
 	return fmt.Sprintf("an unknown operation (kind %d, op %d)", f.kind, f.op)
 }
+
+// The wire holds float values little endian, IEEE 754 bits.
+
+func encode[T float32 | float64](x []T) []byte {
+	size := int(unsafe.Sizeof(T(0)))
+	out := make([]byte, size*len(x))
+	if littleEndian && len(x) > 0 {
+		copy(out, unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), len(out)))
+		return out
+	}
+	for i, v := range x {
+		switch v := any(v).(type) {
+		case float32:
+			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
+		case float64:
+			binary.LittleEndian.PutUint64(out[8*i:], math.Float64bits(v))
+		}
+	}
+	return out
+}
+
+// decode fills x from b (len(b) == len(x) * the element size).
+func decode[T float32 | float64](x []T, b []byte) {
+	if littleEndian && len(x) > 0 {
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), len(b)), b)
+		return
+	}
+	for i := range x {
+		switch p := any(&x[i]).(type) {
+		case *float32:
+			*p = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		case *float64:
+			*p = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
+		}
+	}
+}
+
+func decodeAll[T float32 | float64](frames []frame) [][]T {
+	xs := make([][]T, len(frames))
+	for r, f := range frames {
+		xs[r] = make([]T, f.count)
+		decode(xs[r], f.body)
+	}
+	return xs
+}
+
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1

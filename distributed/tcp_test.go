@@ -15,7 +15,7 @@ import (
 )
 
 // freeAddr returns a loopback address with a port nobody listens on.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -26,7 +26,7 @@ func freeAddr(t *testing.T) string {
 }
 
 // connectAll connects n TCP ranks in goroutines of this process.
-func connectAll(t *testing.T, n int) []*TCP {
+func connectAll(t testing.TB, n int) []*TCP {
 	t.Helper()
 	addr := freeAddr(t)
 	comms := make([]*TCP, n)
@@ -372,5 +372,59 @@ func TestRendezvousProcesses(t *testing.T) {
 			}
 			checkResults(t, c.n, results)
 		})
+	}
+}
+
+// BenchmarkTCPAllReduce: one all-reduce of the LoRA gradients of a 13B
+// LLaMA with r=8 on q_proj and v_proj (40 layers x 2 matrices x
+// (5120x8 + 8x5120) = 6,553,600 float32, 26 MB) over loopback.
+func BenchmarkTCPAllReduce(b *testing.B) {
+	for _, n := range []int{2, 4} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			comms := connectAll(b, n)
+			const size = 40 * 2 * (5120*8 + 8*5120)
+			bufs := make([][]float32, n)
+			for r := range bufs {
+				bufs[r] = make([]float32, size)
+			}
+			b.SetBytes(4 * size)
+			b.ResetTimer()
+			for range b.N {
+				var wg sync.WaitGroup
+				for r, c := range comms {
+					wg.Go(func() {
+						if err := c.AllReduceSumFloat32(context.Background(), bufs[r]); err != nil {
+							b.Error(err)
+						}
+					})
+				}
+				wg.Wait()
+			}
+		})
+	}
+}
+
+// TestWireEncoding: the native little-endian fast path and the portable
+// path write and read the same bytes.
+func TestWireEncoding(t *testing.T) {
+	x32, x64 := rankData32(5, 99), rankData64(5, 99)
+	fast32, fast64 := encode(x32), encode(x64)
+	saved := littleEndian
+	littleEndian = false
+	slow32, slow64 := encode(x32), encode(x64)
+	back32, back64 := make([]float32, 99), make([]float64, 99)
+	decode(back32, fast32)
+	decode(back64, fast64)
+	littleEndian = saved
+	if !bytes.Equal(fast32, slow32) || !bytes.Equal(fast64, slow64) {
+		t.Fatal("the fast and portable encodings differ")
+	}
+	for i := range x32 {
+		if back32[i] != x32[i] || back64[i] != x64[i] {
+			t.Fatalf("[%d]: decoded %g %g, want %g %g", i, back32[i], back64[i], x32[i], x64[i])
+		}
+	}
+	if !saved {
+		t.Log("big-endian machine: only the portable path ran")
 	}
 }
