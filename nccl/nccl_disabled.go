@@ -39,3 +39,12 @@ func (*Comm) Abort() error { return ErrNoGPUSupport }
 
 // AsyncError returns ErrNoGPUSupport in this build.
 func (*Comm) AsyncError() error { return ErrNoGPUSupport }
+
+// CheckSymbols returns ErrNoGPUSupport in this build.
+func CheckSymbols(path string) ([]string, error) { return nil, ErrNoGPUSupport }
+
+// Rank is 0 in this build (no communicator can be made).
+func (*Comm) Rank() int { return 0 }
+
+// Size is 1 in this build (no communicator can be made).
+func (*Comm) Size() int { return 1 }
