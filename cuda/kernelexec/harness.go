@@ -155,8 +155,8 @@ const (
 	// InOrder runs blocks in grid order and resumes threads in thread order.
 	InOrder Schedule = 0
 	// Skewed runs blocks in a seeded random order; in each block one warp
-	// chosen by the seed runs ahead to its next wait in every pass, and the
-	// other threads are resumed in a fresh random order.
+	// chosen by the seed runs as far as it can (up to a barrier) before the
+	// other threads, which are resumed in a fresh random order.
 	Skewed Schedule = 1
 )
 

@@ -47,15 +47,41 @@ func testSeed(t testing.TB) uint64 {
 	return 20261203
 }
 
-var harnesses sync.Map // elem -> *Harness of the unmodified source
+var (
+	harnessMu sync.Mutex
+	harnesses = map[cuda.Elem]*harnessOnce{}
+)
 
+type harnessOnce struct {
+	once sync.Once
+	h    *Harness
+	err  error
+}
+
+// sourceHarness builds the unmodified source for e once per test binary.
 func sourceHarness(t testing.TB, e cuda.Elem) *Harness {
-	if h, ok := harnesses.Load(e); ok {
-		return h.(*Harness)
+	harnessMu.Lock()
+	o := harnesses[e]
+	if o == nil {
+		o = &harnessOnce{}
+		harnesses[e] = o
 	}
-	h := build(t, cuda.KernelSource(), e)
-	harnesses.Store(e, h)
-	return h
+	harnessMu.Unlock()
+	o.once.Do(func() {
+		start := time.Now()
+		var compiled bool
+		o.h, compiled, o.err = Build(context.Background(), cuda.KernelSource(), e)
+		if compiled {
+			t.Logf("compiled the %v harness in %v", e, time.Since(start).Round(time.Millisecond))
+		}
+	})
+	if errors.Is(o.err, ErrNoCompiler) {
+		build(t, "", e) // skips or fails as build does
+	}
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	return o.h
 }
 
 // TestKernelSourceOnCPU executes every kernel of the source the GPU build
@@ -65,9 +91,10 @@ func sourceHarness(t testing.TB, e cuda.Elem) *Harness {
 func TestKernelSourceOnCPU(t *testing.T) {
 	seed := testSeed(t)
 	for _, e := range []cuda.Elem{cuda.F32, cuda.BF16, cuda.F16} {
-		h := sourceHarness(t, e)
 		for _, sched := range []Schedule{InOrder, Skewed} {
 			t.Run(fmt.Sprintf("%v/%v", e, sched), func(t *testing.T) {
+				t.Parallel()
+				h := sourceHarness(t, e)
 				start := time.Now()
 				s := newSuite(context.Background(), h, sched, seed)
 				if testing.Verbose() {

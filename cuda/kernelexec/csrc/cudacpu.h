@@ -19,11 +19,13 @@
 // bytes (NaN as float or double) before each block, so that a read of shared
 // memory nobody wrote shows up as NaN in the output.
 //
-// Schedules (cudacpu_mode): 0 resumes the fibers in thread order and runs the
-// blocks in grid order; 1 (skewed, seeded) runs the blocks in a random order
-// and, in every scheduling pass, resumes one warp chosen per block first (it
-// runs ahead to its next wait) and the other threads in a fresh random
-// order, so missing barriers that thread order hides become visible.
+// Schedules (the request's mode): 0 resumes the fibers in thread order, one
+// step each per pass (a step ends at the next wait), and runs the blocks in
+// grid order; 1 (skewed, seeded) runs the blocks in a random order and, in
+// every pass, first lets one warp chosen per block run as far as it can
+// (through its shuffles, up to a barrier) and then resumes the other threads
+// in a fresh random order, so that missing barriers that thread order hides
+// become visible.
 #pragma once
 
 #include <math.h>

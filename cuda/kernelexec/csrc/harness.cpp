@@ -309,16 +309,24 @@ void run_block(int mode, Rng& rng) {
 			for (int i = 0; i < nthreads; i++) order[i] = i;
 		}
 		bool any = false, live = false;
-		for (int i : order) {
+		auto resume = [&](int i) {
 			Fiber& f = fibers[i];
-			if (f.wait == kDone) continue;
+			if (f.wait == kDone) return false;
 			live = true;
-			if (!ready(f)) continue;
+			if (!ready(f)) return false;
 			any = true;
 			cur = &f;
 			threadIdx = f.tid;
 			cudacpu_switch(&sched_sp, f.sp);
+			return true;
+		};
+		if (mode == 1) {  // the leading warp runs as far as it can before any other thread
+			for (bool moved = true; moved;) {
+				moved = false;
+				for (int l = 0; l < 32 && lead * 32 + l < nthreads; l++) moved |= resume(lead * 32 + l);
+			}
 		}
+		for (int i : order) resume(i);
 		if (!live) return;
 		if (!any) fail("deadlock: no thread can continue" + describe_waits());
 	}
