@@ -104,6 +104,15 @@ func TestKernelSourceOnCPU(t *testing.T) {
 				for _, f := range s.fails {
 					t.Error(f)
 				}
+				kinds, err := cuda.KernelParamKinds(cuda.KernelSource())
+				if err != nil {
+					t.Fatal(err)
+				}
+				for name := range kinds {
+					if !s.launched[name] {
+						t.Errorf("kernel %s of the source is not run by the suite (add a case to suite_test.go)", name)
+					}
+				}
 				t.Logf("%d case groups in %v", s.cases, time.Since(start).Round(time.Millisecond))
 				for name, d := range s.timing {
 					t.Logf("  %-16s %v", name, d.Round(time.Millisecond))

@@ -44,16 +44,17 @@ func attGrid(maxLen, B, heads int) (Dim, Dim) {
 
 // suite runs the cases for one harness and schedule and collects failures.
 type suite struct {
-	ctx    context.Context
-	h      *Harness
-	e      cuda.Elem
-	sched  Schedule
-	seed   uint64
-	r      *rand.Rand
-	fails  []string
-	cases  int
-	only   map[string]bool          // when set, the case groups to run
-	timing map[string]time.Duration // when set, time per case group
+	ctx      context.Context
+	h        *Harness
+	e        cuda.Elem
+	sched    Schedule
+	seed     uint64
+	r        *rand.Rand
+	fails    []string
+	cases    int
+	only     map[string]bool          // when set, the case groups to run
+	timing   map[string]time.Duration // when set, time per case group
+	launched map[string]bool          // kernels launched
 }
 
 func newSuite(ctx context.Context, h *Harness, sched Schedule, seed uint64) *suite {
@@ -66,6 +67,10 @@ func (c *suite) fail(name string, err error) {
 
 // launch runs one kernel; a fault is recorded as a failure of case name.
 func (c *suite) launch(name, kernel string, grid, block Dim, args ...any) bool {
+	if c.launched == nil {
+		c.launched = map[string]bool{}
+	}
+	c.launched[kernel] = true
 	if err := c.h.Launch(c.ctx, kernel, grid, block, c.sched, c.seed^uint64(c.cases)*0x9e3779b97f4a7c15, args...); err != nil {
 		c.fail(name, err)
 		return false

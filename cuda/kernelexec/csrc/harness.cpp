@@ -10,7 +10,8 @@
 // reply: u32 status (0 ok), then either every buffer's bytes in order, or
 //   u32 len and an error message.
 //
-// Each buffer lies between two 64-byte guard zones of a known pattern; a
+// Each buffer lies between two 64-byte guard zones of 0xff bytes (NaN in
+// every storage type, so a read just past a buffer shows in the output); a
 // kernel that writes into one fails the run ("wrote outside buffer").
 // The file is compiled as one translation unit with the kernel source:
 //   #include "cudacpu.h", the joined kernels.cu, this file's runtime, and
@@ -360,7 +361,7 @@ T rd() {
 }
 
 constexpr size_t kGuard = 64;
-constexpr unsigned char kGuardByte = 0xa5;
+constexpr unsigned char kGuardByte = 0xff;  // NaN as float, bf16 and fp16: a read there shows
 
 struct Arg {
 	char kind;
