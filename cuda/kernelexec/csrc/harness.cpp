@@ -200,6 +200,7 @@ void wait() {
 		return;
 	}
 	cudacpu_switch(&cur->sp, sched_sp);
+	asm volatile("" ::: "memory");  // other fibers wrote shared memory and the warp's values
 	cur->wait = kRunning;
 }
 
