@@ -3,7 +3,8 @@
 // Design choices:
 // - Compiled at run time by NVRTC for the device's own architecture, so the
 //   file includes no header at all (NVRTC finds none on a bare machine): the
-//   half-precision conversions are written here with bit operations or PTX.
+//   half-precision conversions are written here with bit operations (no
+//   PTX, so that cuda/kernelexec runs the same text on the CPU).
 // - One source, three storage types, chosen with a macro: RELLA_F32 (float,
 //   used by the tests at fp32 tolerance), RELLA_BF16 (sm_80+) and RELLA_F16
 //   (sm_70). "elem" is the storage type of weights and activations that feed
@@ -20,16 +21,35 @@ typedef float elem;
 __device__ __forceinline__ float ld(elem x) { return x; }
 __device__ __forceinline__ elem st(float x) { return x; }
 #elif defined(RELLA_F16)
+// IEEE half with bit operations, as bf16 below (no PTX, so the same text also
+// runs in the CPU harness, cuda/kernelexec): widening is exact; narrowing
+// rounds to nearest, ties to even, overflow gives Inf, NaN stays NaN (quiet),
+// small values become subnormal or zero, as cuda/convert.go's f16Bits.
 typedef unsigned short elem;
 __device__ __forceinline__ float ld(elem x) {
-	float f;
-	asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x));
-	return f;
+	unsigned int sign = ((unsigned int)x & 0x8000u) << 16;
+	unsigned int ex = ((unsigned int)x >> 10) & 0x1fu, mant = (unsigned int)x & 0x3ffu;
+	if (ex == 0x1fu) return __uint_as_float(sign | 0x7f800000u | (mant << 13));
+	if (ex == 0u) return __uint_as_float(sign | __float_as_uint((float)mant * 5.9604644775390625e-8f));  // mant * 2^-24, exact
+	return __uint_as_float(sign | ((ex + 112u) << 23) | (mant << 13));
 }
 __device__ __forceinline__ elem st(float f) {
-	unsigned short h;
-	asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-	return h;
+	unsigned int u = __float_as_uint(f);
+	unsigned int sign = (u >> 16) & 0x8000u, mant = u & 0x7fffffu;
+	int ex = (int)((u >> 23) & 0xffu);
+	if (ex == 0xff) return (elem)(sign | (mant != 0u ? 0x7e00u : 0x7c00u));
+	int e = ex - 112;  // the exponent field of a half
+	if (e >= 0x1f) return (elem)(sign | 0x7c00u);
+	if (e <= 0) {  // subnormal half or zero
+		if (e < -10) return (elem)sign;
+		unsigned int m = mant | 0x800000u, shift = (unsigned int)(14 - e);
+		unsigned int r = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+		if (rem > half || (rem == half && (r & 1u) != 0u)) r++;
+		return (elem)(sign | r);
+	}
+	unsigned int r = ((unsigned int)e << 10) | (mant >> 13), rem = mant & 0x1fffu;
+	if (rem > 0x1000u || (rem == 0x1000u && (r & 1u) != 0u)) r++;  // a carry into the exponent is right, up to Inf
+	return (elem)(sign | r);
 }
 #else  // RELLA_BF16 (the default)
 typedef unsigned short elem;
