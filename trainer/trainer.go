@@ -156,11 +156,11 @@ type Summary struct {
 
 // StepInfo describes a finished optimiser step.
 type StepInfo struct {
-	Step         int // steps done, 1-based
-	Epoch        float64
-	Loss         float64 // summed loss / labelled tokens of the window
-	LR           float64
-	GradNorm     float64 // before clipping (unscaled); NaN or inf on a skipped step
+	Step     int // steps done, 1-based
+	Epoch    float64
+	Loss     float64 // summed loss / labelled tokens of the window
+	LR       float64
+	GradNorm float64 // before clipping (unscaled); NaN or inf on a skipped step
 	// With loss scaling: the scale the window ran with, and whether its
 	// gradients overflowed, so that the optimiser step was skipped.
 	LossScale    float64
