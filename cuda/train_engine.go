@@ -16,7 +16,7 @@ import (
 	"github.com/rella-project/rella/model"
 )
 
-var _ engine.Trainer = (*Trainer)(nil)
+var _ engine.LossScaler = (*Trainer)(nil)
 
 // Trainer is the GPU engine with LoRA adapters: engine.Trainer. The frozen
 // base lives on the device as in Engine; the adapters' float32 values stay
@@ -118,6 +118,11 @@ func (tr *Trainer) LossGrad(ctx context.Context, batch []engine.Example, dropout
 	}
 	return lossSum, nTok, nil
 }
+
+// SetLossScale makes the following LossGrad calls seed the backward pass
+// with s (dynamic loss scaling, for fp16 storage): the gradients they add
+// are s times the true ones and overflow to inf/NaN instead of underflowing.
+func (tr *Trainer) SetLossScale(s float64) { tr.st.lossScale = s }
 
 // LastLogits is Engine.LastLogits with the adapters applied (no dropout).
 func (tr *Trainer) LastLogits(ctx context.Context, seqs [][]int, rows []int) ([][]float32, error) {

@@ -142,6 +142,10 @@ type stepper[B any] struct {
 	scale, dropout float64
 	vocabChunk     int
 	maxTokens      int
+	// lossScale seeds the backward pass (dynamic loss scaling for fp16
+	// storage): the gradients added into Param.Grad are lossScale times
+	// the true ones; 0 means 1.
+	lossScale float64
 }
 
 // stepPass is one packed group of sequences.
@@ -584,7 +588,7 @@ func (s *stepper[B]) lossGradPass(batch []engine.Example, rowOff int64, seed uin
 		func() error { return be.gatherRows(xr, last, idb, R, D) },
 		func() error { return be.rmsnorm(hr, xr, s.norm, R, D, cfg.RMSNormEps) },
 		func() error {
-			return crossEntropyOn(be, loss, dh, hr, s.head, lb, z, dz, m, sm, zlab, lse, R, cfg.VocabSize, D, vc, 1)
+			return crossEntropyOn(be, loss, dh, hr, s.head, lb, z, dz, m, sm, zlab, lse, R, cfg.VocabSize, D, vc, s.seedScale())
 		},
 		func() error { return be.rmsnormBwd(dxr, dh, xr, s.norm, R, D, cfg.RMSNormEps) },
 		func() error { return be.scatterAddRows(dx, dxr, idb, R, D) },
@@ -610,6 +614,14 @@ func (s *stepper[B]) lossGradPass(batch []engine.Example, rowOff int64, seed uin
 		}
 	}
 	return sum, R, nil
+}
+
+// seedScale is the factor of the loss gradient the backward pass starts from.
+func (s *stepper[B]) seedScale() float32 {
+	if s.lossScale == 0 {
+		return 1
+	}
+	return float32(s.lossScale)
 }
 
 // forward runs seqs (one packed group) through the layers with the
