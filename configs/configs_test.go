@@ -65,6 +65,7 @@ func TestBadConfigsNameFileLineAndKey(t *testing.T) {
 		{"list expected", "lora:\n  lora_target_modules: q_proj\n", nil, []string{":2:", "lora.lora_target_modules", "want a list"}},
 		{"out of range", "output_dir: o\ndata:\n  history_len: 0\n", nil, []string{":3:", "data.history_len", "at least 1"}},
 		{"bad enum", "model:\n  device: tpu\n", nil, []string{":2:", "model.device", "cpu or gpu"}},
+		{"bad quantize", "model:\n  quantize: int4\n", nil, []string{":2:", "model.quantize", "int8"}},
 		{"duplicate", "seed: 1\nseed: 2\n", nil, []string{":2:", "seed", "given twice"}},
 		{"bad yaml", "data: [\n", nil, []string{"run.yaml"}},
 		{"override unknown", "", []string{"data.histry_len=3"}, []string{"override data.histry_len", "unknown key", "did you mean data.history_len"}},
@@ -202,5 +203,27 @@ func TestHFTrainingKeys(t *testing.T) {
 	}
 	if _, err := Load(p, []string{"training.overwrite_output_dir=yes please"}); err == nil || !strings.Contains(err.Error(), "want true or false") {
 		t.Errorf("bad bool: %v", err)
+	}
+}
+
+// model.quantize takes int8 or none on either device, and model.dtype fp16
+// is a GPU training precision (the trainer adds dynamic loss scaling).
+func TestQuantizeAndFP16(t *testing.T) {
+	for _, o := range [][]string{
+		{"model.quantize=int8"}, {"model.quantize=none"},
+		{"model.device=gpu", "model.dtype=fp16", "model.quantize=int8"},
+		{"model.device=gpu", "model.dtype=fp16", "stages=[prepare,train]"},
+	} {
+		c, err := Load("quickstart", o)
+		if err != nil {
+			t.Errorf("%v: %v", o, err)
+			continue
+		}
+		if c.Model.Quantize == "" && strings.Contains(o[len(o)-1], "quantize") {
+			t.Errorf("%v: quantize not set", o)
+		}
+	}
+	if _, err := Load("quickstart", []string{"model.quantize=INT8"}); err == nil || !strings.Contains(err.Error(), "model.quantize") {
+		t.Errorf("INT8: error %v, want one naming model.quantize", err)
 	}
 }
