@@ -55,8 +55,8 @@ type Model struct {
 	// per output row (absmax) and dequantised for each GEMM, on the GPU and
 	// the CPU engine alike; the embedding, norms, LM head and LoRA stay in
 	// model.dtype.
-	Quantize string `yaml:"quantize"`
-	BatchSize   int    `yaml:"batch_size"`   // sequences per forward when scoring and embedding
+	Quantize  string `yaml:"quantize"`
+	BatchSize int    `yaml:"batch_size"` // sequences per forward when scoring and embedding
 }
 
 // Evaluation configures scoring (zero-shot and after training).
