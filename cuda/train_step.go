@@ -63,6 +63,9 @@ type backend[B any] interface {
 	ceStats(m, s, zlab, z, labels B, R, vc, v0 int) error
 	ceFinish(lse, loss, m, s, zlab B, R int) error
 	ceGrad(dz, z, lse, labels B, R, vc, v0 int, scale float32) error
+	// dequant writes the [rows, cols] int8 weight q (kByte) with per-row
+	// scales (kFloat) into out (elem): dequant_int8.
+	dequant(out, q, scale B, rows, cols int) error
 }
 
 // bufArena holds the buffers of one piece of work and frees them together;
@@ -142,6 +145,12 @@ type stepper[B any] struct {
 	scale, dropout float64
 	vocabChunk     int
 	maxTokens      int
+	// quant, when the base weights are int8 (model.quantize), holds each
+	// layer's quantised projections by module name (the stepLayer fields
+	// of those modules are then unused), and deq the elem buffer, as large
+	// as the largest projection, that weight dequantises them into.
+	quant []map[string]quantWeight[B]
+	deq   B
 	// lossScale seeds the backward pass (dynamic loss scaling for fp16
 	// storage): the gradients added into Param.Grad are lossScale times
 	// the true ones; 0 means 1.
@@ -293,6 +302,9 @@ func (s *stepper[B]) proj(a *bufArena[B], p *stepPass[B], acts *layerActs[B], y,
 	if err != nil {
 		return err
 	}
+	if w, err = s.weight(l, module, w); err != nil {
+		return err
+	}
 	if err := s.be.gemm(false, true, n, out, in, 1, x, w, 0, y, kElem); err != nil {
 		return err
 	}
@@ -365,6 +377,9 @@ func (s *stepper[B]) projBackward(a *bufArena[B], p *stepPass[B], acts *layerAct
 	n := p.n
 	in, out, err := moduleDims(s.cfg, module)
 	if err != nil {
+		return err
+	}
+	if w, err = s.weight(l, module, w); err != nil {
 		return err
 	}
 	if err := s.be.gemm(false, false, n, in, out, 1, dy, w, beta, dx, kFloat); err != nil {
