@@ -52,7 +52,13 @@ func NewTrainer(m *model.Model, opts TrainOptions, log *slog.Logger) (*Trainer, 
 	if opts.VocabChunk <= 0 {
 		opts.VocabChunk = DefaultVocabChunk
 	}
-	en, err := NewEngineWith(m, opts.Options, log)
+	reserve, err := TrainReserve(m.Config, opts)
+	if err != nil {
+		return nil, err
+	}
+	eo := opts.Options
+	eo.Reserve += reserve // refused before any weight is uploaded when training cannot fit
+	en, err := NewEngineWith(m, eo, log)
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +69,22 @@ func NewTrainer(m *model.Model, opts TrainOptions, log *slog.Logger) (*Trainer, 
 	for _, l := range en.layers {
 		st.layers = append(st.layers, stepLayer[Buffer]{ln1: l.ln1, q: l.q, k: l.k, v: l.v, o: l.o, ln2: l.ln2, gate: l.gate, up: l.up, down: l.down})
 	}
+	if en.quant != "" { // int8 projections: dequantised into the engine's buffer before each GEMM
+		st.deq = en.deq
+		for i := range en.layers {
+			l := &en.layers[i]
+			qs := map[string]quantWeight[Buffer]{}
+			for _, pr := range l.projections() {
+				in, out, err := moduleDims(en.cfg, pr.module)
+				if err != nil {
+					en.Close()
+					return nil, err
+				}
+				qs[pr.module] = quantWeight[Buffer]{q: *pr.buf, scale: l.scales[pr.module], rows: out, cols: in}
+			}
+			st.quant = append(st.quant, qs)
+		}
+	}
 	err = en.dev.Do(func() error {
 		free, total, err := en.dev.MemInfo()
 		if err != nil {
@@ -70,7 +92,11 @@ func NewTrainer(m *model.Model, opts TrainOptions, log *slog.Logger) (*Trainer, 
 		}
 		// A pass holds at most maxTokens tokens (a longer example runs alone
 		// and may need more), all of them labelled in the worst case.
-		need := trainWorkspace(en.cfg, en.maxTokens, en.maxTokens, min(opts.VocabChunk, en.cfg.VocabSize), en.elem, specs)
+		labelled := en.maxTokens
+		if opts.MaxLabelled > 0 {
+			labelled = min(opts.MaxLabelled, en.maxTokens)
+		}
+		need := trainWorkspace(en.cfg, en.maxTokens, labelled, min(opts.VocabChunk, en.cfg.VocabSize), en.elem, specs)
 		if need > free {
 			return fmt.Errorf("cuda: training does not fit on device %d (%s): a pass of %d tokens needs %.2f GiB beyond the weights, %.2f GiB free of %.2f GiB; lower MaxTokens",
 				en.dev.Index, en.dev.Name, en.maxTokens, gib(need), gib(free), gib(total))
@@ -323,6 +349,10 @@ func (b deviceBackend) ceStats(m, s, zlab, z, labels Buffer, R, vc, v0 int) erro
 
 func (b deviceBackend) ceFinish(lse, loss, m, s, zlab Buffer, R int) error {
 	return b.o.ceFinish(lse, loss, m, s, zlab, R)
+}
+
+func (b deviceBackend) dequant(out, q, scale Buffer, rows, cols int) error {
+	return b.o.dequantInt8(out, q, scale, rows, cols)
 }
 
 func (b deviceBackend) ceGrad(dz, z, lse, labels Buffer, R, vc, v0 int, scale float32) error {

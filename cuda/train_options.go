@@ -24,6 +24,41 @@ type TrainOptions struct {
 	// VocabChunk is the number of LM-head rows per cross-entropy chunk
 	// (0 means DefaultVocabChunk).
 	VocabChunk int
+	// MaxLabelled bounds the labelled tokens of one LossGrad call (the
+	// pipeline's micro-batch × answer tokens), for the memory check; 0
+	// assumes every token of a pass is labelled.
+	MaxLabelled int
+}
+
+// TrainReserve is the device memory NewTrainer asks NewEngineWith to keep
+// free beyond the weights and the forward workspace: the training
+// workspace of a pass of Options.MaxTokens tokens (MaxLabelled of them
+// labelled) for the adapters of opts.Params.
+func TrainReserve(cfg model.Config, opts TrainOptions) (int64, error) {
+	specs, err := parseLoRA(cfg, opts.Params)
+	if err != nil {
+		return 0, err
+	}
+	e, ok, err := ParsePrecision(opts.Precision)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		e = F16 // the device's natural half type: bf16 or fp16, 2 bytes either way
+	}
+	tokens := opts.MaxTokens
+	if tokens <= 0 {
+		tokens = DefaultMaxTokens
+	}
+	labelled := tokens
+	if opts.MaxLabelled > 0 {
+		labelled = min(opts.MaxLabelled, tokens)
+	}
+	vc := opts.VocabChunk
+	if vc <= 0 {
+		vc = DefaultVocabChunk
+	}
+	return trainWorkspace(cfg, tokens, labelled, min(vc, cfg.VocabSize), e, specs), nil
 }
 
 // DefaultVocabChunk is the default number of vocabulary rows whose logits
