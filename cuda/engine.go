@@ -233,8 +233,6 @@ func (en *Engine) load(m *model.Model, reserve int64) error {
 	return nil
 }
 
-func gib(b int64) float64 { return float64(b) / (1 << 30) }
-
 func shapeElems(s []int) int {
 	if len(s) == 0 {
 		return 0

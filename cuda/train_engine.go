@@ -65,7 +65,7 @@ func NewTrainer(m *model.Model, opts TrainOptions, log *slog.Logger) (*Trainer, 
 	tr := &Trainer{Engine: en, opts: opts}
 	be := deviceBackend{d: en.dev, o: en.o, blas: en.blas, e: en.elem}
 	st := &stepper[Buffer]{be: be, cfg: en.cfg, embed: en.embed, norm: en.norm, head: en.head,
-		scale: opts.Scale, dropout: opts.Dropout, vocabChunk: opts.VocabChunk, maxTokens: en.maxTokens}
+		scale: opts.Scale, dropout: opts.Dropout, vocabChunk: opts.VocabChunk, maxTokens: opts.passTokens()}
 	for _, l := range en.layers {
 		st.layers = append(st.layers, stepLayer[Buffer]{ln1: l.ln1, q: l.q, k: l.k, v: l.v, o: l.o, ln2: l.ln2, gate: l.gate, up: l.up, down: l.down})
 	}
@@ -92,14 +92,14 @@ func NewTrainer(m *model.Model, opts TrainOptions, log *slog.Logger) (*Trainer, 
 		}
 		// A pass holds at most maxTokens tokens (a longer example runs alone
 		// and may need more), all of them labelled in the worst case.
-		labelled := en.maxTokens
+		labelled := st.maxTokens
 		if opts.MaxLabelled > 0 {
-			labelled = min(opts.MaxLabelled, en.maxTokens)
+			labelled = min(opts.MaxLabelled, st.maxTokens)
 		}
-		need := trainWorkspace(en.cfg, en.maxTokens, labelled, min(opts.VocabChunk, en.cfg.VocabSize), en.elem, specs)
+		need := trainWorkspace(en.cfg, st.maxTokens, labelled, min(opts.VocabChunk, en.cfg.VocabSize), en.elem, specs)
 		if need > free {
-			return fmt.Errorf("cuda: training does not fit on device %d (%s): a pass of %d tokens needs %.2f GiB beyond the weights, %.2f GiB free of %.2f GiB; lower MaxTokens",
-				en.dev.Index, en.dev.Name, en.maxTokens, gib(need), gib(free), gib(total))
+			return fmt.Errorf("cuda: training does not fit on device %d (%s): a pass of %d tokens needs %.2f GiB beyond the weights, %.2f GiB free of %.2f GiB; lower training.micro_batch_size (docs/memory.md)",
+				en.dev.Index, en.dev.Name, st.maxTokens, gib(need), gib(free), gib(total))
 		}
 		st.mods, st.byKey, err = newStepMods[Buffer](be, specs)
 		return err

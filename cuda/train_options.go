@@ -28,6 +28,23 @@ type TrainOptions struct {
 	// pipeline's micro-batch × answer tokens), for the memory check; 0
 	// assumes every token of a pass is labelled.
 	MaxLabelled int
+	// PassTokens bounds the tokens of one LossGrad pass (a micro-batch is
+	// split into passes of at most this many; a longer example runs
+	// alone); 0 means Options.MaxTokens. The pipeline sets it to micro-batch
+	// × longest example, so the training workspace is planned for what
+	// training runs, not for the scoring passes.
+	PassTokens int
+}
+
+// passTokens resolves PassTokens.
+func (o TrainOptions) passTokens() int {
+	switch {
+	case o.PassTokens > 0:
+		return o.PassTokens
+	case o.MaxTokens > 0:
+		return o.MaxTokens
+	}
+	return DefaultMaxTokens
 }
 
 // TrainReserve is the device memory NewTrainer asks NewEngineWith to keep
@@ -46,10 +63,7 @@ func TrainReserve(cfg model.Config, opts TrainOptions) (int64, error) {
 	if !ok {
 		e = F16 // the device's natural half type: bf16 or fp16, 2 bytes either way
 	}
-	tokens := opts.MaxTokens
-	if tokens <= 0 {
-		tokens = DefaultMaxTokens
-	}
+	tokens := opts.passTokens()
 	labelled := tokens
 	if opts.MaxLabelled > 0 {
 		labelled = min(opts.MaxLabelled, tokens)

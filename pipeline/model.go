@@ -91,7 +91,7 @@ func (r *Runner) gpuOptions() cuda.Options {
 // lo applied when it is non-nil.
 func (r *Runner) openEngine(m *model.Model, lo *cpu.LoRA) (engine.Engine, error) {
 	if lo != nil {
-		return r.openTrainer(m, lo)
+		return r.openTrainer(m, lo, nil)
 	}
 	if r.Cfg.Model.Device == "gpu" {
 		return cuda.NewEngineWith(m, r.gpuOptions(), r.Log)
@@ -99,10 +99,31 @@ func (r *Runner) openEngine(m *model.Model, lo *cpu.LoRA) (engine.Engine, error)
 	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, MaxBatch: r.Cfg.Model.BatchSize, Quantize: r.quantize()})
 }
 
-// openTrainer returns an engine that can also train the adapter lo.
-func (r *Runner) openTrainer(m *model.Model, lo *cpu.LoRA) (engine.Trainer, error) {
+// openTrainer returns an engine that can also train the adapter lo. On the
+// GPU, the training examples (nil when only scoring) size its passes: a
+// LossGrad pass holds one micro-batch, so the memory check plans for
+// micro_batch_size × the longest example (and its labelled tokens), and
+// scoring passes hold model.batch_size × the longest example.
+func (r *Runner) openTrainer(m *model.Model, lo *cpu.LoRA, examples []engine.Example) (engine.Trainer, error) {
 	if r.Cfg.Model.Device == "gpu" {
-		return cuda.NewTrainer(m, cuda.TrainOptions{Options: r.gpuOptions(), Scale: lo.Scale, Dropout: lo.Dropout, Params: lo.Params}, r.Log)
+		o := cuda.TrainOptions{Options: r.gpuOptions(), Scale: lo.Scale, Dropout: lo.Dropout, Params: lo.Params}
+		longest, labelled := 0, 0
+		for _, ex := range examples {
+			longest = max(longest, len(ex.Tokens))
+			n := 0
+			for _, y := range ex.Labels {
+				if y != engine.IgnoreIndex {
+					n++
+				}
+			}
+			labelled = max(labelled, n)
+		}
+		if longest > 0 {
+			mb := r.Cfg.Training.MicroBatchSize
+			o.PassTokens, o.MaxLabelled = mb*longest, mb*labelled
+			o.MaxTokens = max(mb, r.Cfg.Model.BatchSize) * longest
+		}
+		return cuda.NewTrainer(m, o, r.Log)
 	}
 	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, LoRA: lo, MaxBatch: r.Cfg.Training.MicroBatchSize, Quantize: r.quantize()})
 }

@@ -169,7 +169,7 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) ([]Re
 	if err != nil {
 		return nil, err
 	}
-	eng, err := r.openTrainer(m, &cpu.LoRA{Scale: c.LoRA.Scale(), Dropout: c.LoRA.Dropout, Params: params})
+	eng, err := r.openTrainer(m, &cpu.LoRA{Scale: c.LoRA.Scale(), Dropout: c.LoRA.Dropout, Params: params}, examples)
 	if err != nil {
 		return nil, err
 	}
