@@ -22,19 +22,33 @@ import (
 // that did not, and the loss.
 func fp16Step(t *testing.T, m *model.Model, e Elem, params []*engine.Param, batch []engine.Example, seed uint64, initScale float64) (after [][]float32, overflowed []float64, used, lossSum float64) {
 	t.Helper()
-	const scale, p, maxNorm, lr = 2.0, 0.1, 1.0, 1e-3
-	s := hostStepper(t, m, e, params, scale, p, 100, 200)
+	s := hostStepper(t, m, e, params, fp16Scale, fp16Dropout, 100, 200)
+	return scaledStep(t, params, initScale, func(sc float64) (float64, int, error) {
+		s.lossScale = sc
+		return s.lossGrad(batch, seed, func() error { return nil })
+	})
+}
+
+// The LoRA scale and dropout of the fp16 step tests.
+const fp16Scale, fp16Dropout = 2.0, 0.1
+
+// scaledStep is fp16Step's loop over any LossGrad (lossGrad(scale) adds
+// scale times the gradients into params' Grad): from initScale, halved
+// while a gradient is inf or NaN, then unscaling, token normalisation,
+// clipping to 1 and one AdamW step (lr 1e-3, weight decay 0.01).
+func scaledStep(t *testing.T, params []*engine.Param, initScale float64, lossGrad func(scale float64) (float64, int, error)) (after [][]float32, overflowed []float64, used, lossSum float64) {
+	t.Helper()
+	const maxNorm, lr = 1.0, 1e-3
 	var nTok int
 	for sc := initScale; ; sc /= 2 {
 		if sc < 1 {
-			t.Fatalf("%v: every loss scale down to 1 overflowed", e)
+			t.Fatalf("every loss scale down to 1 overflowed")
 		}
 		for _, q := range params {
 			clear(q.Grad)
 		}
-		s.lossScale = sc
 		var err error
-		if lossSum, nTok, err = s.lossGrad(batch, seed, func() error { return nil }); err != nil {
+		if lossSum, nTok, err = lossGrad(sc); err != nil {
 			t.Fatal(err)
 		}
 		finite := true
