@@ -3,6 +3,7 @@ package cpu
 import (
 	"context"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/rella-project/rella/internal/testenv"
 	"github.com/rella-project/rella/model"
 	"github.com/rella-project/rella/prompt"
+	"github.com/rella-project/rella/safetensors"
 	"github.com/rella-project/rella/tokenizer"
 )
 
@@ -161,4 +163,84 @@ func maxOf(v []float64) float64 {
 		m = max(m, x)
 	}
 	return m
+}
+
+// TestInt8Training: the int8 engine's LossGrad (the adapters train on the
+// quantised base) is bit for bit the engine's LossGrad on a checkpoint
+// that stores the dequantised projection weights, and differs from the
+// unquantised one.
+func TestInt8Training(t *testing.T) {
+	m := tinyModel(t, 0.2)
+	dir := filepath.Join(t.TempDir(), "dequantised")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfgJSON, err := os.ReadFile(filepath.Join(m.Dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), cfgJSON, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var tensors []safetensors.Tensor
+	for name, shape := range model.TensorShapes(m.Config) {
+		v, err := m.Tensor(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if model.Quantized(name) {
+			q, err := m.QuantizedTensor(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v = q.Dequantize()
+		}
+		tensors = append(tensors, safetensors.F32(name, shape, v))
+	}
+	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), tensors, map[string]string{"format": "pt"}); err != nil {
+		t.Fatal(err)
+	}
+	dq, err := model.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dq.Close()
+	rng := rand.New(rand.NewPCG(5, 6))
+	batch := examples(rng, randomSeqs(rng, []int{9, 14, 5}, m.Config.VocabSize), m.Config.VocabSize)
+	run := func(mm *model.Model, q string) (float64, []float32) {
+		ps := loraParams(m, []string{"q_proj", "v_proj", "down_proj"}, 2, 0.1, 0.1, 9)
+		e, err := New(mm, Options{Quantize: q, LoRA: &LoRA{Scale: 2, Params: ps}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		loss, _, err := e.LossGrad(context.Background(), batch, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var g []float32
+		for _, p := range ps {
+			g = append(g, p.Grad...)
+		}
+		return loss, g
+	}
+	l8, g8 := run(m, model.QuantInt8)
+	ld, gd := run(dq, "")
+	l0, g0 := run(m, "")
+	if math.Float64bits(l8) != math.Float64bits(ld) {
+		t.Errorf("int8 loss %v, stored-dequantised %v", l8, ld)
+	}
+	for i := range g8 {
+		if math.Float32bits(g8[i]) != math.Float32bits(gd[i]) {
+			t.Fatalf("grad %d: int8 %v, stored-dequantised %v", i, g8[i], gd[i])
+		}
+	}
+	same := l8 == l0
+	for i := range g8 {
+		same = same && g8[i] == g0[i]
+	}
+	if same {
+		t.Error("int8 training equals unquantised training")
+	}
+	t.Logf("loss int8 %.6f, unquantised %.6f", l8, l0)
 }
