@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"runtime"
+	"sync"
 )
 
 // Quantization names the base-weight quantisation of config key
@@ -50,27 +52,53 @@ func QuantizeInt8(w []float32, rows, cols int) (*Int8, error) {
 		return nil, fmt.Errorf("model: quantize: %d values for a [%d, %d] matrix", len(w), rows, cols)
 	}
 	q := &Int8{Rows: rows, Cols: cols, Q: make([]int8, len(w)), Scale: make([]float32, rows)}
-	for r := 0; r < rows; r++ {
-		row := w[r*cols : (r+1)*cols]
-		var amax float64
-		for c, v := range row {
-			a := math.Abs(float64(v))
-			if math.IsNaN(a) || math.IsInf(a, 0) {
-				return nil, fmt.Errorf("model: quantize: value [%d, %d] is %v", r, c, v)
+	// Rows are independent: quantise them in parallel (a 13B checkpoint
+	// has 12.7e9 projection weights); the result does not depend on the split.
+	workers := min(runtime.GOMAXPROCS(0), rows)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for k := 0; k < workers; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			for r := k * rows / workers; r < (k+1)*rows/workers; r++ {
+				if err := q.quantizeRow(w[r*cols:(r+1)*cols], r); err != nil {
+					errs[k] = err
+					return
+				}
 			}
-			amax = max(amax, a)
-		}
-		s := float32(amax / 127)
-		q.Scale[r] = s
-		if s == 0 {
-			continue // an all-zero row stays zero
-		}
-		out := q.Q[r*cols : (r+1)*cols]
-		for c, v := range row {
-			out[c] = int8(max(-127, min(127, math.Round(float64(v)/float64(s)))))
+		}(k)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
 		}
 	}
 	return q, nil
+}
+
+// quantizeRow fills row r of q from the weights of that row.
+func (q *Int8) quantizeRow(row []float32, r int) error {
+	var amax float64
+	for c, v := range row {
+		a := math.Abs(float64(v))
+		if math.IsNaN(a) || math.IsInf(a, 0) {
+			return fmt.Errorf("model: quantize: value [%d, %d] is %v", r, c, v)
+		}
+		amax = max(amax, a)
+	}
+	s := float32(amax / 127)
+	q.Scale[r] = s
+	if s == 0 {
+		return nil // an all-zero row stays zero
+	}
+	out := q.Q[r*q.Cols : (r+1)*q.Cols]
+	d := float64(s)
+	for c, v := range row {
+		out[c] = int8(max(-127, min(127, math.Round(float64(v)/d))))
+	}
+	return nil
 }
 
 // Dequantize returns the float32 values q stands for: float32(Q)*Scale.

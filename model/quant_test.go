@@ -91,3 +91,21 @@ func TestQuantizedNames(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkQuantizeInt8 quantises one 13B down_proj ([5120, 13824]); the
+// load-time cost of model.quantize int8 is 280 of these for 13B.
+func BenchmarkQuantizeInt8(b *testing.B) {
+	rows, cols := 5120, 13824
+	w := make([]float32, rows*cols)
+	r := rand.New(rand.NewPCG(1, 1))
+	for i := range w {
+		w[i] = float32(r.NormFloat64() * 0.02)
+	}
+	b.SetBytes(int64(4 * len(w)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := QuantizeInt8(w, rows, cols); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
