@@ -12,7 +12,7 @@ import (
 // stays zero, and non-finite input is refused.
 func TestQuantizeInt8(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	rows, cols := 7, 33
+	rows, cols := 37, 33
 	w := make([]float32, rows*cols)
 	for i := range w {
 		w[i] = float32(r.NormFloat64() * float64(1+i/cols))
@@ -39,6 +39,11 @@ func TestQuantizeInt8(t *testing.T) {
 			k := i*cols + c
 			if e := math.Abs(float64(d[k] - w[k])); e > 0.5*float64(q.Scale[i])*(1+1e-6) {
 				t.Errorf("[%d,%d]: %v dequantises to %v (q %d), step %v", i, c, w[k], d[k], q.Q[k], q.Scale[i])
+			}
+			if q.Scale[i] != 0 {
+				if want := int8(max(-127, min(127, math.Round(float64(w[k])/float64(q.Scale[i]))))); q.Q[k] != want {
+					t.Fatalf("[%d,%d]: q %d, want %d", i, c, q.Q[k], want)
+				}
 			}
 			if d[k] != float32(q.Q[k])*q.Scale[i] {
 				t.Fatalf("[%d,%d]: Dequantize is not float32(q)*scale", i, c)
