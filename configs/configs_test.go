@@ -133,7 +133,7 @@ func TestMissingFile(t *testing.T) {
 
 func TestPresetsLoad(t *testing.T) {
 	names := Presets()
-	for _, want := range []string{"quickstart", "ml1m-zeroshot", "ml1m-zeroshot-subr", "ml1m-reit", "ml25m-zeroshot", "ml25m-zeroshot-subr", "ml25m-reit", "bookcrossing-zeroshot", "bookcrossing-zeroshot-subr", "bookcrossing-reit"} {
+	for _, want := range []string{"quickstart", "ml1m-zeroshot", "ml1m-zeroshot-subr", "ml1m-reit", "ml1m-reit-v100", "ml25m-zeroshot", "ml25m-zeroshot-subr", "ml25m-reit", "bookcrossing-zeroshot", "bookcrossing-zeroshot-subr", "bookcrossing-reit"} {
 		found := false
 		for _, n := range names {
 			found = found || n == want
@@ -225,5 +225,23 @@ func TestQuantizeAndFP16(t *testing.T) {
 	}
 	if _, err := Load("quickstart", []string{"model.quantize=INT8"}); err == nil || !strings.Contains(err.Error(), "model.quantize") {
 		t.Errorf("INT8: error %v, want one naming model.quantize", err)
+	}
+}
+
+// The V100 preset is ml1m-reit in fp16 with int8 base weights.
+func TestV100Preset(t *testing.T) {
+	v, err := Load("ml1m-reit-v100", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load("ml1m-reit", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Model.DType != "fp16" || v.Model.Quantize != "int8" || v.Model.Device != "gpu" {
+		t.Errorf("model section %+v", v.Model)
+	}
+	if v.Training != r.Training || v.Data.HistoryLen != r.Data.HistoryLen || v.LoRA.R != r.LoRA.R {
+		t.Errorf("training/data/lora differ from ml1m-reit")
 	}
 }
