@@ -20,6 +20,7 @@ import (
 
 	"github.com/rella-project/rella/data"
 	"github.com/rella-project/rella/lora"
+	"github.com/rella-project/rella/model"
 	"github.com/rella-project/rella/prompt"
 	"github.com/rella-project/rella/retrieval"
 	"github.com/rella-project/rella/trainer"
@@ -48,8 +49,14 @@ type Model struct {
 	Adapter     string `yaml:"adapter"`      // optional PEFT LoRA adapter folder applied when scoring
 	Device      string `yaml:"device"`       // cpu | gpu
 	DeviceIndex int    `yaml:"device_index"` // which GPU
-	DType       string `yaml:"dtype"`        // float32 | float64 on cpu; bf16 | fp16 on gpu
-	BatchSize   int    `yaml:"batch_size"`   // sequences per forward when scoring and embedding
+	DType       string `yaml:"dtype"`        // float32 | float64 on cpu; bf16 | fp16 | float32 on gpu (fp16 trains with dynamic loss scaling)
+	// Quantize is "none" (default) or "int8": the decoder layers' frozen
+	// projection weights are quantised at load time to int8 with one scale
+	// per output row (absmax) and dequantised for each GEMM, on the GPU and
+	// the CPU engine alike; the embedding, norms, LM head and LoRA stay in
+	// model.dtype.
+	Quantize  string `yaml:"quantize"`
+	BatchSize int    `yaml:"batch_size"` // sequences per forward when scoring and embedding
 }
 
 // Evaluation configures scoring (zero-shot and after training).
@@ -119,6 +126,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("model.device: must be cpu or gpu, got %q", c.Model.Device))
+	}
+	if err := model.CheckQuantization(c.Model.Quantize); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Model.DeviceIndex < 0 {
 		errs = append(errs, fmt.Errorf("model.device_index: must not be negative, got %d", c.Model.DeviceIndex))

@@ -65,6 +65,7 @@ func TestBadConfigsNameFileLineAndKey(t *testing.T) {
 		{"list expected", "lora:\n  lora_target_modules: q_proj\n", nil, []string{":2:", "lora.lora_target_modules", "want a list"}},
 		{"out of range", "output_dir: o\ndata:\n  history_len: 0\n", nil, []string{":3:", "data.history_len", "at least 1"}},
 		{"bad enum", "model:\n  device: tpu\n", nil, []string{":2:", "model.device", "cpu or gpu"}},
+		{"bad quantize", "model:\n  quantize: int4\n", nil, []string{":2:", "model.quantize", "int8"}},
 		{"duplicate", "seed: 1\nseed: 2\n", nil, []string{":2:", "seed", "given twice"}},
 		{"bad yaml", "data: [\n", nil, []string{"run.yaml"}},
 		{"override unknown", "", []string{"data.histry_len=3"}, []string{"override data.histry_len", "unknown key", "did you mean data.history_len"}},
@@ -132,7 +133,7 @@ func TestMissingFile(t *testing.T) {
 
 func TestPresetsLoad(t *testing.T) {
 	names := Presets()
-	for _, want := range []string{"quickstart", "ml1m-zeroshot", "ml1m-zeroshot-subr", "ml1m-reit", "ml25m-zeroshot", "ml25m-zeroshot-subr", "ml25m-reit", "bookcrossing-zeroshot", "bookcrossing-zeroshot-subr", "bookcrossing-reit"} {
+	for _, want := range []string{"quickstart", "ml1m-zeroshot", "ml1m-zeroshot-subr", "ml1m-reit", "ml1m-reit-v100", "ml25m-zeroshot", "ml25m-zeroshot-subr", "ml25m-reit", "bookcrossing-zeroshot", "bookcrossing-zeroshot-subr", "bookcrossing-reit"} {
 		found := false
 		for _, n := range names {
 			found = found || n == want
@@ -202,5 +203,45 @@ func TestHFTrainingKeys(t *testing.T) {
 	}
 	if _, err := Load(p, []string{"training.overwrite_output_dir=yes please"}); err == nil || !strings.Contains(err.Error(), "want true or false") {
 		t.Errorf("bad bool: %v", err)
+	}
+}
+
+// model.quantize takes int8 or none on either device, and model.dtype fp16
+// is a GPU training precision (the trainer adds dynamic loss scaling).
+func TestQuantizeAndFP16(t *testing.T) {
+	for _, o := range [][]string{
+		{"model.quantize=int8"}, {"model.quantize=none"},
+		{"model.device=gpu", "model.dtype=fp16", "model.quantize=int8"},
+		{"model.device=gpu", "model.dtype=fp16", "stages=[prepare,train]"},
+	} {
+		c, err := Load("quickstart", o)
+		if err != nil {
+			t.Errorf("%v: %v", o, err)
+			continue
+		}
+		if c.Model.Quantize == "" && strings.Contains(o[len(o)-1], "quantize") {
+			t.Errorf("%v: quantize not set", o)
+		}
+	}
+	if _, err := Load("quickstart", []string{"model.quantize=INT8"}); err == nil || !strings.Contains(err.Error(), "model.quantize") {
+		t.Errorf("INT8: error %v, want one naming model.quantize", err)
+	}
+}
+
+// The V100 preset is ml1m-reit in fp16 with int8 base weights.
+func TestV100Preset(t *testing.T) {
+	v, err := Load("ml1m-reit-v100", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load("ml1m-reit", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Model.DType != "fp16" || v.Model.Quantize != "int8" || v.Model.Device != "gpu" {
+		t.Errorf("model section %+v", v.Model)
+	}
+	if v.Training != r.Training || v.Data.HistoryLen != r.Data.HistoryLen || v.LoRA.R != r.LoRA.R {
+		t.Errorf("training/data/lora differ from ml1m-reit")
 	}
 }

@@ -32,6 +32,14 @@ type Options struct {
 	// MaxTokens bounds batch × padded length per graph run (default 8192),
 	// which bounds a graph's memory; a longer single sequence still runs alone.
 	MaxTokens int
+	// Quantize is model.quantize: "" or "none" (weights as stored) or
+	// "int8": the seven projection weights of every layer are quantised at
+	// load time (model.QuantizeInt8, absmax per output row) and the GEMMs
+	// use their dequantised values, float32(q)*scale, exactly the operand
+	// the GPU's dequantise kernel produces before rounding it to the
+	// storage type. This engine is the reference for int8 results; it keeps
+	// the dequantised float32 matrices, so it saves no memory.
+	Quantize string
 }
 
 // LoRA describes the adapters: y = W·x + Scale·B·A·dropout(x) on every
@@ -108,6 +116,9 @@ func New(m *model.Model, o Options) (*Engine, error) {
 	default:
 		return nil, fmt.Errorf("cpu: dtype %q, want float32 or float64", o.DType)
 	}
+	if err := model.CheckQuantization(o.Quantize); err != nil {
+		return nil, fmt.Errorf("cpu: %w", err)
+	}
 	if e.opts.MaxBatch <= 0 {
 		e.opts.MaxBatch = 8
 	}
@@ -138,7 +149,7 @@ func New(m *model.Model, o Options) (*Engine, error) {
 		}
 		for mod, part := range moduleInput {
 			name := p + part + "." + mod + ".weight"
-			v, err := m.Tensor(name)
+			v, err := e.projWeight(m, name)
 			if err != nil {
 				return nil, fmt.Errorf("cpu: %w", err)
 			}
@@ -153,6 +164,19 @@ func New(m *model.Model, o Options) (*Engine, error) {
 		}
 	}
 	return e, nil
+}
+
+// projWeight reads a projection weight, quantised and dequantised when
+// Options.Quantize is int8.
+func (e *Engine) projWeight(m *model.Model, name string) ([]float32, error) {
+	if e.opts.Quantize != model.QuantInt8 {
+		return m.Tensor(name)
+	}
+	q, err := m.QuantizedTensor(name)
+	if err != nil {
+		return nil, err
+	}
+	return q.Dequantize(), nil
 }
 
 func vec64(m *model.Model, name string) ([]float64, error) {

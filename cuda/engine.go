@@ -14,9 +14,26 @@ import (
 
 var _ engine.Engine = (*Engine)(nil)
 
-// layer holds one decoder layer's weights on the device.
+// layer holds one decoder layer's weights on the device. With int8 base
+// weights (Options.Quantize) the seven projections hold int8 values and
+// scales holds their float32 per-row scales, by module name.
 type layer struct {
 	ln1, q, k, v, o, ln2, gate, up, down Buffer
+	scales                               map[string]Buffer
+}
+
+// projections lists a layer's projections: module name, HF tensor suffix
+// and the field holding it.
+func (l *layer) projections() []struct {
+	module, name string
+	buf          *Buffer
+} {
+	return []struct {
+		module, name string
+		buf          *Buffer
+	}{{"q_proj", "self_attn.q_proj", &l.q}, {"k_proj", "self_attn.k_proj", &l.k}, {"v_proj", "self_attn.v_proj", &l.v},
+		{"o_proj", "self_attn.o_proj", &l.o}, {"gate_proj", "mlp.gate_proj", &l.gate}, {"up_proj", "mlp.up_proj", &l.up},
+		{"down_proj", "mlp.down_proj", &l.down}}
 }
 
 // Engine runs a LLaMA checkpoint's forward pass on one GPU for scoring
@@ -37,6 +54,8 @@ type Engine struct {
 	head      Buffer // [V, d] (the embeddings when tied)
 	layers    []layer
 	log       *slog.Logger
+	quant     string // model.quantize: "" or "int8"
+	deq       Buffer // int8: the elem buffer every projection is dequantised into before its GEMM
 }
 
 // NewEngine loads m onto device deviceIndex in the device's natural half
@@ -72,30 +91,47 @@ func NewEngineWith(m *model.Model, opts Options, log *slog.Logger) (*Engine, err
 		dev.Close()
 		return nil, fmt.Errorf("cuda: %s (sm_%d%d) has no bf16; use precision f16", dev.Name, dev.Major, dev.Minor)
 	}
-	en := &Engine{cfg: cfg, elem: e, maxTokens: opts.MaxTokens, dev: dev, log: log}
+	if err := model.CheckQuantization(opts.Quantize); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("cuda: %w", err)
+	}
+	quant := opts.Quantize
+	if quant == "none" {
+		quant = ""
+	}
+	en := &Engine{cfg: cfg, elem: e, maxTokens: opts.MaxTokens, dev: dev, log: log, quant: quant}
 	if en.maxTokens <= 0 {
 		en.maxTokens = DefaultMaxTokens
 	}
-	if err := dev.Do(func() error { return en.load(m) }); err != nil {
+	if err := dev.Do(func() error { return en.load(m, opts.Reserve) }); err != nil {
 		en.Close()
 		return nil, err
 	}
 	return en, nil
 }
 
-// load checks memory, compiles the kernels and uploads the weights (on the device thread).
-func (en *Engine) load(m *model.Model) error {
+// load checks memory (weights, the forward workspace and reserve: the
+// Trainer's workspace), compiles the kernels and uploads the weights,
+// quantising the projections first with int8 (on the device thread).
+func (en *Engine) load(m *model.Model, reserve int64) error {
 	d := en.dev
 	free, total, err := d.MemInfo()
 	if err != nil {
 		return err
 	}
-	wb := WeightBytes(en.cfg, en.elem)
+	wb := QuantizedWeightBytes(en.cfg, en.elem, en.quant)
 	ws := WorkspaceBytes(en.cfg, en.maxTokens, 256, en.elem)
-	if need := wb + ws; need > free {
-		return fmt.Errorf("cuda: model does not fit on device %d (%s): needs %.2f GiB (weights %.2f GiB in %v + workspace %.2f GiB for %d tokens), %.2f GiB free of %.2f GiB",
-			d.Index, d.Name, gib(need), gib(wb), en.elem, gib(ws), en.maxTokens, gib(free), gib(total))
+	kind := en.elem.String()
+	if en.quant != "" {
+		kind += ", projections " + en.quant
 	}
+	if need := wb + ws + reserve; need > free {
+		return fmt.Errorf("cuda: model does not fit on device %d (%s): needs %.2f GiB (weights %.2f GiB in %s + workspace %.2f GiB for %d tokens + training %.2f GiB), %.2f GiB free of %.2f GiB; see docs/memory.md",
+			d.Index, d.Name, gib(need), gib(wb), kind, gib(ws), en.maxTokens, gib(reserve), gib(free), gib(total))
+	}
+	en.log.Info("cuda memory plan", "weights_gib", fmt.Sprintf("%.2f", gib(wb)), "weights", kind,
+		"workspace_gib", fmt.Sprintf("%.2f", gib(ws)), "training_gib", fmt.Sprintf("%.2f", gib(reserve)),
+		"free_gib", fmt.Sprintf("%.2f", gib(free)), "total_gib", fmt.Sprintf("%.2f", gib(total)))
 	start := time.Now()
 	if en.mod, err = d.LoadKernels(en.elem); err != nil {
 		return err
@@ -130,9 +166,54 @@ func (en *Engine) load(m *model.Model) error {
 	} else if en.head, err = up("lm_head.weight"); err != nil {
 		return err
 	}
+	upQuant := func(name string) (Buffer, Buffer, error) {
+		q, err := m.QuantizedTensor(name)
+		if err != nil {
+			return Buffer{}, Buffer{}, err
+		}
+		qb, err := d.Alloc(int64(len(q.Q)))
+		if err != nil {
+			return Buffer{}, Buffer{}, err
+		}
+		if err := d.Upload(qb, int8Bytes(q.Q)); err != nil {
+			d.Free(qb)
+			return Buffer{}, Buffer{}, fmt.Errorf("cuda: upload %s: %w", name, err)
+		}
+		sb, err := d.uploadFloats(q.Scale, F32)
+		if err != nil {
+			d.Free(qb)
+			return Buffer{}, Buffer{}, fmt.Errorf("cuda: upload %s scales: %w", name, err)
+		}
+		return qb, sb, nil
+	}
+	if en.quant != "" {
+		if en.deq, err = d.Alloc(DequantBufferBytes(en.cfg, en.elem, en.quant)); err != nil {
+			return err
+		}
+	}
 	for i := 0; i < en.cfg.NumHiddenLayers; i++ {
 		p := fmt.Sprintf("model.layers.%d.", i)
 		var l layer
+		if en.quant != "" {
+			l.scales = map[string]Buffer{}
+			for _, pr := range l.projections() {
+				q, s, err := upQuant(p + pr.name + ".weight")
+				if err != nil {
+					return err
+				}
+				*pr.buf, l.scales[pr.module] = q, s
+			}
+			for _, t := range []struct {
+				dst  *Buffer
+				name string
+			}{{&l.ln1, "input_layernorm"}, {&l.ln2, "post_attention_layernorm"}} {
+				if *t.dst, err = up(p + t.name + ".weight"); err != nil {
+					return err
+				}
+			}
+			en.layers = append(en.layers, l)
+			continue
+		}
 		for _, t := range []struct {
 			dst  *Buffer
 			name string
@@ -151,8 +232,6 @@ func (en *Engine) load(m *model.Model) error {
 	en.log.Info("cuda weights loaded", "gib", fmt.Sprintf("%.2f", gib(wb)), "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
-
-func gib(b int64) float64 { return float64(b) / (1 << 30) }
 
 func shapeElems(s []int) int {
 	if len(s) == 0 {
@@ -177,6 +256,12 @@ func (en *Engine) Close() error {
 		}
 		for _, l := range en.layers {
 			bufs = append(bufs, l.ln1, l.q, l.k, l.v, l.o, l.ln2, l.gate, l.up, l.down)
+			for _, s := range l.scales {
+				bufs = append(bufs, s)
+			}
+		}
+		if en.deq.size > 0 {
+			bufs = append(bufs, en.deq)
 		}
 		for _, b := range bufs {
 			en.dev.Free(b)
@@ -305,26 +390,43 @@ func (en *Engine) pass(seqs [][]int, head func(x, cu Buffer, n, B int) ([]float3
 		return nil, 0, err
 	}
 	mat := func(b Buffer) Mat { return Mat{Buf: b, Type: e} }
+	// w returns the GEMM operand of a projection: its weight, or with int8
+	// base weights the weight dequantised into en.deq ([rows, cols] =
+	// [out, in]), which the next GEMM reads before anything overwrites it
+	// (one stream).
+	w := func(l *layer, module string, b Buffer, rows, cols int) (Mat, error) {
+		if en.quant == "" {
+			return mat(b), nil
+		}
+		return mat(en.deq), o.dequantInt8(en.deq, b, l.scales[module], rows, cols)
+	}
+	linear := func(y Buffer, x Buffer, l *layer, module string, wb Buffer, rows, in, out int) error {
+		wm, err := w(l, module, wb, out, in)
+		if err != nil {
+			return err
+		}
+		return en.blas.Linear(mat(y), mat(x), wm, rows, in, out, 0)
+	}
 	steps := []func() error{func() error { return o.embed(x, en.embed, idb, n, D, cfg.VocabSize) }}
 	for i := range en.layers {
 		l := &en.layers[i]
 		steps = append(steps,
 			func() error { return o.rmsnorm(h, x, l.ln1, n, D, cfg.RMSNormEps) },
-			func() error { return en.blas.Linear(mat(q), mat(h), mat(l.q), n, D, Q, 0) },
-			func() error { return en.blas.Linear(mat(k), mat(h), mat(l.k), n, D, KV, 0) },
-			func() error { return en.blas.Linear(mat(v), mat(h), mat(l.v), n, D, KV, 0) },
+			func() error { return linear(q, h, l, "q_proj", l.q, n, D, Q) },
+			func() error { return linear(k, h, l, "k_proj", l.k, n, D, KV) },
+			func() error { return linear(v, h, l, "v_proj", l.v, n, D, KV) },
 			func() error { return o.rope(q, posb, n, cfg.NumAttentionHeads, cfg.HeadDim, cfg.RopeTheta) },
 			func() error { return o.rope(k, posb, n, cfg.NumKeyValueHeads, cfg.HeadDim, cfg.RopeTheta) },
 			func() error {
 				return o.attention(a, q, k, v, cub, B, maxLen, cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadDim)
 			},
-			func() error { return en.blas.Linear(mat(y), mat(a), mat(l.o), n, Q, D, 0) },
+			func() error { return linear(y, a, l, "o_proj", l.o, n, Q, D) },
 			func() error { return o.residualAdd(x, y, int64(n*D)) },
 			func() error { return o.rmsnorm(h, x, l.ln2, n, D, cfg.RMSNormEps) },
-			func() error { return en.blas.Linear(mat(g), mat(h), mat(l.gate), n, D, FF, 0) },
-			func() error { return en.blas.Linear(mat(u), mat(h), mat(l.up), n, D, FF, 0) },
+			func() error { return linear(g, h, l, "gate_proj", l.gate, n, D, FF) },
+			func() error { return linear(u, h, l, "up_proj", l.up, n, D, FF) },
 			func() error { return o.swiglu(g, g, u, int64(n*FF)) },
-			func() error { return en.blas.Linear(mat(y), mat(g), mat(l.down), n, FF, D, 0) },
+			func() error { return linear(y, g, l, "down_proj", l.down, n, FF, D) },
 			func() error { return o.residualAdd(x, y, int64(n*D)) },
 		)
 	}

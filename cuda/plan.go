@@ -17,6 +17,16 @@ type Options struct {
 	// call are packed into passes of at most this many tokens; a longer
 	// sequence runs alone). 0 means DefaultMaxTokens.
 	MaxTokens int
+	// Quantize is model.quantize: "" (weights in the storage type) or
+	// "int8" (the seven projections of every layer as int8 with a float32
+	// scale per output row, dequantised into the storage type by the
+	// dequant_int8 kernel before each GEMM, into one reused buffer).
+	Quantize string
+	// Reserve is device memory, beyond the weights and the forward
+	// workspace, that must be free when the weights are loaded (the
+	// Trainer's workspace), so that a run that cannot fit is refused before
+	// anything is uploaded.
+	Reserve int64
 }
 
 // DefaultMaxTokens is the default token budget of one forward pass.

@@ -10,7 +10,7 @@ import (
 	"github.com/rella-project/rella/model"
 )
 
-var _ engine.Trainer = (*Trainer)(nil)
+var _ engine.LossScaler = (*Trainer)(nil)
 
 // Trainer is the GPU engine with LoRA adapters; in this build it cannot be made.
 type Trainer struct{ Engine }
@@ -22,6 +22,9 @@ func NewTrainer(m *model.Model, opts TrainOptions, log *slog.Logger) (*Trainer, 
 
 // Params returns nil in this build.
 func (*Trainer) Params() []*engine.Param { return nil }
+
+// SetLossScale does nothing in this build.
+func (*Trainer) SetLossScale(float64) {}
 
 // LossGrad returns ErrNoGPUSupport in this build.
 func (*Trainer) LossGrad(ctx context.Context, batch []engine.Example, dropoutSeed uint64) (float64, int, error) {

@@ -16,7 +16,7 @@ import (
 	"github.com/rella-project/rella/model"
 )
 
-var _ engine.Trainer = (*Trainer)(nil)
+var _ engine.LossScaler = (*Trainer)(nil)
 
 // Trainer is the GPU engine with LoRA adapters: engine.Trainer. The frozen
 // base lives on the device as in Engine; the adapters' float32 values stay
@@ -52,16 +52,38 @@ func NewTrainer(m *model.Model, opts TrainOptions, log *slog.Logger) (*Trainer, 
 	if opts.VocabChunk <= 0 {
 		opts.VocabChunk = DefaultVocabChunk
 	}
-	en, err := NewEngineWith(m, opts.Options, log)
+	reserve, err := TrainReserve(m.Config, opts)
+	if err != nil {
+		return nil, err
+	}
+	eo := opts.Options
+	eo.Reserve += reserve // refused before any weight is uploaded when training cannot fit
+	en, err := NewEngineWith(m, eo, log)
 	if err != nil {
 		return nil, err
 	}
 	tr := &Trainer{Engine: en, opts: opts}
 	be := deviceBackend{d: en.dev, o: en.o, blas: en.blas, e: en.elem}
 	st := &stepper[Buffer]{be: be, cfg: en.cfg, embed: en.embed, norm: en.norm, head: en.head,
-		scale: opts.Scale, dropout: opts.Dropout, vocabChunk: opts.VocabChunk, maxTokens: en.maxTokens}
+		scale: opts.Scale, dropout: opts.Dropout, vocabChunk: opts.VocabChunk, maxTokens: opts.passTokens()}
 	for _, l := range en.layers {
 		st.layers = append(st.layers, stepLayer[Buffer]{ln1: l.ln1, q: l.q, k: l.k, v: l.v, o: l.o, ln2: l.ln2, gate: l.gate, up: l.up, down: l.down})
+	}
+	if en.quant != "" { // int8 projections: dequantised into the engine's buffer before each GEMM
+		st.deq = en.deq
+		for i := range en.layers {
+			l := &en.layers[i]
+			qs := map[string]quantWeight[Buffer]{}
+			for _, pr := range l.projections() {
+				in, out, err := moduleDims(en.cfg, pr.module)
+				if err != nil {
+					en.Close()
+					return nil, err
+				}
+				qs[pr.module] = quantWeight[Buffer]{q: *pr.buf, scale: l.scales[pr.module], rows: out, cols: in}
+			}
+			st.quant = append(st.quant, qs)
+		}
 	}
 	err = en.dev.Do(func() error {
 		free, total, err := en.dev.MemInfo()
@@ -70,10 +92,14 @@ func NewTrainer(m *model.Model, opts TrainOptions, log *slog.Logger) (*Trainer, 
 		}
 		// A pass holds at most maxTokens tokens (a longer example runs alone
 		// and may need more), all of them labelled in the worst case.
-		need := trainWorkspace(en.cfg, en.maxTokens, en.maxTokens, min(opts.VocabChunk, en.cfg.VocabSize), en.elem, specs)
+		labelled := st.maxTokens
+		if opts.MaxLabelled > 0 {
+			labelled = min(opts.MaxLabelled, st.maxTokens)
+		}
+		need := trainWorkspace(en.cfg, st.maxTokens, labelled, min(opts.VocabChunk, en.cfg.VocabSize), en.elem, specs)
 		if need > free {
-			return fmt.Errorf("cuda: training does not fit on device %d (%s): a pass of %d tokens needs %.2f GiB beyond the weights, %.2f GiB free of %.2f GiB; lower MaxTokens",
-				en.dev.Index, en.dev.Name, en.maxTokens, gib(need), gib(free), gib(total))
+			return fmt.Errorf("cuda: training does not fit on device %d (%s): a pass of %d tokens needs %.2f GiB beyond the weights, %.2f GiB free of %.2f GiB; lower training.micro_batch_size (docs/memory.md)",
+				en.dev.Index, en.dev.Name, st.maxTokens, gib(need), gib(free), gib(total))
 		}
 		st.mods, st.byKey, err = newStepMods[Buffer](be, specs)
 		return err
@@ -118,6 +144,11 @@ func (tr *Trainer) LossGrad(ctx context.Context, batch []engine.Example, dropout
 	}
 	return lossSum, nTok, nil
 }
+
+// SetLossScale makes the following LossGrad calls seed the backward pass
+// with s (dynamic loss scaling, for fp16 storage): the gradients they add
+// are s times the true ones and overflow to inf/NaN instead of underflowing.
+func (tr *Trainer) SetLossScale(s float64) { tr.st.lossScale = s }
 
 // LastLogits is Engine.LastLogits with the adapters applied (no dropout).
 func (tr *Trainer) LastLogits(ctx context.Context, seqs [][]int, rows []int) ([][]float32, error) {
@@ -317,6 +348,10 @@ func (b deviceBackend) ceStats(m, s, zlab, z, labels Buffer, R, vc, v0 int) erro
 
 func (b deviceBackend) ceFinish(lse, loss, m, s, zlab Buffer, R int) error {
 	return b.o.ceFinish(lse, loss, m, s, zlab, R)
+}
+
+func (b deviceBackend) dequant(out, q, scale Buffer, rows, cols int) error {
+	return b.o.dequantInt8(out, q, scale, rows, cols)
 }
 
 func (b deviceBackend) ceGrad(dz, z, lse, labels Buffer, R, vc, v0 int, scale float32) error {

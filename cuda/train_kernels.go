@@ -22,12 +22,13 @@ const (
 	kScaleF32        = "scale_f32"
 	kSumSqPartial    = "sumsq_partial"
 	kSumPartials     = "sum_partials"
+	kDequantInt8     = "dequant_int8"
 )
 
 // trainKernelNames lists the training kernels; KernelNames includes them.
 var trainKernelNames = []string{kCastElem, kRMSNormBwd, kRoPEBwd, kAttentionFwd, kAttentionBwdPre, kAttentionBwdDQ,
 	kAttentionBwdDKV, kSwiGLUBwd, kDropoutMask, kDropoutApply, kMaskMulAdd, kGatherRows, kScatterAddRows,
-	kCEStats, kCEFinish, kCEGrad, kAdamW, kScaleF32, kSumSqPartial, kSumPartials}
+	kCEStats, kCEFinish, kCEGrad, kAdamW, kScaleF32, kSumSqPartial, kSumPartials, kDequantInt8}
 
 // dropRun is the number of consecutive draws one thread of dropout_mask
 // makes (DROP_RUN in train.cu).

@@ -25,6 +25,13 @@ func (b Buffer) view(off, n int64) (Buffer, error) {
 	return Buffer{ptr: b.ptr + C.CUdeviceptr(off), size: n, cap: n}, nil
 }
 
+// dequantInt8 writes the [rows, cols] int8 weight q with float32 per-row
+// scales into out in the storage type (dequant_int8).
+func (o ops) dequantInt8(out, q, scale Buffer, rows, cols int) error {
+	n := int64(rows) * int64(cols)
+	return o.d.launch(o.m.fn(kDequantInt8), dim3{blocks(n), 1, 1}, dim3{threads, 1, 1}, 0, out, q, scale, rows, cols)
+}
+
 func (o ops) castElem(out, x Buffer, n int64) error {
 	return o.d.launch(o.m.fn(kCastElem), dim3{blocks(n), 1, 1}, dim3{threads, 1, 1}, 0, out, x, n)
 }

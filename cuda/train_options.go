@@ -24,6 +24,55 @@ type TrainOptions struct {
 	// VocabChunk is the number of LM-head rows per cross-entropy chunk
 	// (0 means DefaultVocabChunk).
 	VocabChunk int
+	// MaxLabelled bounds the labelled tokens of one LossGrad call (the
+	// pipeline's micro-batch × answer tokens), for the memory check; 0
+	// assumes every token of a pass is labelled.
+	MaxLabelled int
+	// PassTokens bounds the tokens of one LossGrad pass (a micro-batch is
+	// split into passes of at most this many; a longer example runs
+	// alone); 0 means Options.MaxTokens. The pipeline sets it to micro-batch
+	// × longest example, so the training workspace is planned for what
+	// training runs, not for the scoring passes.
+	PassTokens int
+}
+
+// passTokens resolves PassTokens.
+func (o TrainOptions) passTokens() int {
+	switch {
+	case o.PassTokens > 0:
+		return o.PassTokens
+	case o.MaxTokens > 0:
+		return o.MaxTokens
+	}
+	return DefaultMaxTokens
+}
+
+// TrainReserve is the device memory NewTrainer asks NewEngineWith to keep
+// free beyond the weights and the forward workspace: the training
+// workspace of a pass of Options.MaxTokens tokens (MaxLabelled of them
+// labelled) for the adapters of opts.Params.
+func TrainReserve(cfg model.Config, opts TrainOptions) (int64, error) {
+	specs, err := parseLoRA(cfg, opts.Params)
+	if err != nil {
+		return 0, err
+	}
+	e, ok, err := ParsePrecision(opts.Precision)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		e = F16 // the device's natural half type: bf16 or fp16, 2 bytes either way
+	}
+	tokens := opts.passTokens()
+	labelled := tokens
+	if opts.MaxLabelled > 0 {
+		labelled = min(opts.MaxLabelled, tokens)
+	}
+	vc := opts.VocabChunk
+	if vc <= 0 {
+		vc = DefaultVocabChunk
+	}
+	return trainWorkspace(cfg, tokens, labelled, min(vc, cfg.VocabSize), e, specs), nil
 }
 
 // DefaultVocabChunk is the default number of vocabulary rows whose logits

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/rella-project/rella/model"
 )
 
 // CheckTrainKernels runs every training kernel (and the LoRA and
@@ -296,6 +298,32 @@ func (c *checker) train() {
 			}
 			return rel, nil
 		})
+	}
+	{ // dequant_int8: bit-exact against DequantInt8Ref (and so the CPU engine's int8 operand)
+		const rows, cols = 67, 301
+		w := c.randn(rows * cols)
+		for i := range w {
+			w[i] *= 0.02
+		}
+		q, err := model.QuantizeInt8(w, rows, cols)
+		if err != nil {
+			c.fatal = err
+			return
+		}
+		qb := c.raw(int8Bytes(q.Q))
+		sb, _ := c.in(q.Scale, F32)
+		out := c.out(rows*cols, c.e)
+		want := DequantInt8Ref(q.Q, q.Scale, rows, cols, c.e)
+		c.check(fmt.Sprintf("dequant_int8 %dx%d (bit-exact)", rows, cols), func() error { return c.o.dequantInt8(out, qb, sb, rows, cols) },
+			func() (float64, error) {
+				got := c.download(out, rows*cols, c.e)
+				for i := range got {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						return 0, fmt.Errorf("w[%d]: got %v, want %v", i, got[i], want[i])
+					}
+				}
+				return 0, nil
+			})
 	}
 }
 

@@ -66,6 +66,9 @@ type backend[B any] interface {
 	ceStats(m, s, zlab, z, labels B, R, vc, v0 int) error
 	ceFinish(lse, loss, m, s, zlab B, R int) error
 	ceGrad(dz, z, lse, labels B, R, vc, v0 int, scale float32) error
+	// dequant writes the [rows, cols] int8 weight q (kByte) with per-row
+	// scales (kFloat) into out (elem): dequant_int8.
+	dequant(out, q, scale B, rows, cols int) error
 }
 
 // gemmOn computes the row-major product C [m, n] = alpha op(A) op(B) +
@@ -152,6 +155,16 @@ type stepper[B any] struct {
 	scale, dropout float64
 	vocabChunk     int
 	maxTokens      int
+	// quant, when the base weights are int8 (model.quantize), holds each
+	// layer's quantised projections by module name (the stepLayer fields
+	// of those modules are then unused), and deq the elem buffer, as large
+	// as the largest projection, that weight dequantises them into.
+	quant []map[string]quantWeight[B]
+	deq   B
+	// lossScale seeds the backward pass (dynamic loss scaling for fp16
+	// storage): the gradients added into Param.Grad are lossScale times
+	// the true ones; 0 means 1.
+	lossScale float64
 }
 
 // stepPass is one packed group of sequences.
@@ -299,6 +312,9 @@ func (s *stepper[B]) proj(a *bufArena[B], p *stepPass[B], acts *layerActs[B], y,
 	if err != nil {
 		return err
 	}
+	if w, err = s.weight(l, module, w); err != nil {
+		return err
+	}
 	if err := gemmOn(s.be, false, true, n, out, in, 1, x, w, 0, y, kElem); err != nil {
 		return err
 	}
@@ -371,6 +387,9 @@ func (s *stepper[B]) projBackward(a *bufArena[B], p *stepPass[B], acts *layerAct
 	n := p.n
 	in, out, err := moduleDims(s.cfg, module)
 	if err != nil {
+		return err
+	}
+	if w, err = s.weight(l, module, w); err != nil {
 		return err
 	}
 	if err := gemmOn(s.be, false, false, n, in, out, 1, dy, w, beta, dx, kFloat); err != nil {
@@ -594,7 +613,7 @@ func (s *stepper[B]) lossGradPass(batch []engine.Example, rowOff int64, seed uin
 		func() error { return be.gatherRows(xr, last, idb, R, D) },
 		func() error { return be.rmsnorm(hr, xr, s.norm, R, D, cfg.RMSNormEps) },
 		func() error {
-			return crossEntropyOn(be, loss, dh, hr, s.head, lb, z, dz, m, sm, zlab, lse, R, cfg.VocabSize, D, vc, 1)
+			return crossEntropyOn(be, loss, dh, hr, s.head, lb, z, dz, m, sm, zlab, lse, R, cfg.VocabSize, D, vc, s.seedScale())
 		},
 		func() error { return be.rmsnormBwd(dxr, dh, xr, s.norm, R, D, cfg.RMSNormEps) },
 		func() error { return be.scatterAddRows(dx, dxr, idb, R, D) },
@@ -620,6 +639,14 @@ func (s *stepper[B]) lossGradPass(batch []engine.Example, rowOff int64, seed uin
 		}
 	}
 	return sum, R, nil
+}
+
+// seedScale is the factor of the loss gradient the backward pass starts from.
+func (s *stepper[B]) seedScale() float32 {
+	if s.lossScale == 0 {
+		return 1
+	}
+	return float32(s.lossScale)
 }
 
 // forward runs seqs (one packed group) through the layers with the

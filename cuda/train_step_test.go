@@ -248,6 +248,15 @@ func (h hostBackend) ceFinish(lse, loss, m, s, zlab *hostBuf, R int) error {
 	return nil
 }
 
+func (h hostBackend) dequant(out, q, scale *hostBuf, rows, cols int) error {
+	v := make([]int8, rows*cols)
+	for i := range v {
+		v[i] = int8(q.b[i])
+	}
+	h.set(out, DequantInt8Ref(v, scale.f[:rows], rows, cols, h.e))
+	return nil
+}
+
 func (h hostBackend) ceGrad(dz, z, lse, labels *hostBuf, R, vc, v0 int, scale float32) error {
 	h.set(dz, CEChunkRef(z.f[:R*vc], lse.f[:R], labels.i[:R], v0, float64(scale)))
 	return nil
@@ -256,9 +265,15 @@ func (h hostBackend) ceGrad(dz, z, lse, labels *hostBuf, R, vc, v0 int, scale fl
 // hostStepper loads m into a stepper on the host backend with the adapters of params.
 func hostStepper(t *testing.T, m *model.Model, e Elem, params []*engine.Param, scale, dropout float64, maxTokens, vocabChunk int) *stepper[*hostBuf] {
 	t.Helper()
+	return hostStepperFrom(t, m.Config, m.Tensor, e, params, scale, dropout, maxTokens, vocabChunk)
+}
+
+// hostStepperFrom is hostStepper over the tensors tensor returns.
+func hostStepperFrom(t *testing.T, cfg model.Config, tensor func(string) ([]float32, error), e Elem, params []*engine.Param, scale, dropout float64, maxTokens, vocabChunk int) *stepper[*hostBuf] {
+	t.Helper()
 	be := hostBackend{e: e}
 	get := func(name string) *hostBuf {
-		v, err := m.Tensor(name)
+		v, err := tensor(name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -266,7 +281,6 @@ func hostStepper(t *testing.T, m *model.Model, e Elem, params []*engine.Param, s
 		be.set(b, v)
 		return b
 	}
-	cfg := m.Config
 	s := &stepper[*hostBuf]{be: be, cfg: cfg, embed: get("model.embed_tokens.weight"), norm: get("model.norm.weight"),
 		head: get("lm_head.weight"), scale: scale, dropout: dropout, vocabChunk: vocabChunk, maxTokens: maxTokens}
 	for l := 0; l < cfg.NumHiddenLayers; l++ {

@@ -54,3 +54,14 @@ type Trainer interface {
 	// It returns that sum and the number of labelled tokens.
 	LossGrad(ctx context.Context, batch []Example, dropoutSeed uint64) (lossSum float64, nTokens int, err error)
 }
+
+// LossScaler is a Trainer that supports dynamic loss scaling (fp16
+// training): after SetLossScale(s), LossGrad adds s times the gradient of
+// the summed cross-entropy into each Param.Grad (the backward pass is
+// seeded with s instead of 1), while the returned loss stays unscaled. An
+// overflow shows up as an inf or NaN gradient, which the trainer checks
+// once per optimiser step.
+type LossScaler interface {
+	Trainer
+	SetLossScale(s float64)
+}

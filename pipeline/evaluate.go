@@ -144,6 +144,9 @@ func (r *Runner) newRecord(v Variant, adapter, adapterFP, vecFP string, extra ma
 	if adapterFP != "" {
 		in["adapter"] = adapterFP
 	}
+	if q := r.quantize(); q != "" {
+		in["model.quantize"] = q
+	}
 	rec := &Record{Variant: v.Name(), Stage: v.Stage, Split: v.Split, History: v.History, K: c.Data.HistoryLen,
 		Dataset: string(c.Data.Dataset), Model: c.Model.Path, Adapter: adapter, DType: c.Model.DType, Engine: c.Model.Device}
 	if v.History == HistorySUBR {

@@ -11,6 +11,7 @@ import (
 	"github.com/rella-project/rella/engine"
 	"github.com/rella-project/rella/model"
 	"github.com/rella-project/rella/tokenizer"
+	"github.com/rella-project/rella/trainer"
 )
 
 // generateModel writes the project-made random model into model.path when
@@ -86,25 +87,63 @@ func (r *Runner) openModel() (*model.Model, error) {
 // gpuOptions maps the model section onto the GPU engine's options.
 func (r *Runner) gpuOptions() cuda.Options {
 	precision := map[string]string{"bf16": "bf16", "fp16": "f16", "float32": "f32"}[r.Cfg.Model.DType]
-	return cuda.Options{Device: r.Cfg.Model.DeviceIndex, Precision: precision}
+	return cuda.Options{Device: r.Cfg.Model.DeviceIndex, Precision: precision, Quantize: r.quantize()}
 }
 
 // openEngine returns the engine model.device names, with the LoRA adapter
 // lo applied when it is non-nil.
 func (r *Runner) openEngine(m *model.Model, lo *cpu.LoRA) (engine.Engine, error) {
 	if lo != nil {
-		return r.openTrainer(m, lo)
+		return r.openTrainer(m, lo, nil)
 	}
 	if r.Cfg.Model.Device == "gpu" {
 		return cuda.NewEngineWith(m, r.gpuOptions(), r.Log)
 	}
-	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, MaxBatch: r.Cfg.Model.BatchSize})
+	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, MaxBatch: r.Cfg.Model.BatchSize, Quantize: r.quantize()})
 }
 
-// openTrainer returns an engine that can also train the adapter lo.
-func (r *Runner) openTrainer(m *model.Model, lo *cpu.LoRA) (engine.Trainer, error) {
+// openTrainer returns an engine that can also train the adapter lo. On the
+// GPU, the training examples (nil when only scoring) size its passes: a
+// LossGrad pass holds one micro-batch, so the memory check plans for
+// micro_batch_size × the longest example (and its labelled tokens), and
+// scoring passes hold model.batch_size × the longest example.
+func (r *Runner) openTrainer(m *model.Model, lo *cpu.LoRA, examples []engine.Example) (engine.Trainer, error) {
 	if r.Cfg.Model.Device == "gpu" {
-		return cuda.NewTrainer(m, cuda.TrainOptions{Options: r.gpuOptions(), Scale: lo.Scale, Dropout: lo.Dropout, Params: lo.Params}, r.Log)
+		o := cuda.TrainOptions{Options: r.gpuOptions(), Scale: lo.Scale, Dropout: lo.Dropout, Params: lo.Params}
+		longest, labelled := 0, 0
+		for _, ex := range examples {
+			longest = max(longest, len(ex.Tokens))
+			n := 0
+			for _, y := range ex.Labels {
+				if y != engine.IgnoreIndex {
+					n++
+				}
+			}
+			labelled = max(labelled, n)
+		}
+		if longest > 0 {
+			mb := r.Cfg.Training.MicroBatchSize
+			o.PassTokens, o.MaxLabelled = mb*longest, mb*labelled
+			o.MaxTokens = max(mb, r.Cfg.Model.BatchSize) * longest
+		}
+		return cuda.NewTrainer(m, o, r.Log)
 	}
-	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, LoRA: lo, MaxBatch: r.Cfg.Training.MicroBatchSize})
+	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, LoRA: lo, MaxBatch: r.Cfg.Training.MicroBatchSize, Quantize: r.quantize()})
+}
+
+// quantize is model.quantize for the engines: "" or "int8".
+func (r *Runner) quantize() string {
+	if r.Cfg.Model.Quantize == "none" {
+		return ""
+	}
+	return r.Cfg.Model.Quantize
+}
+
+// lossScaling is on for fp16 training on the GPU (dynamic loss scaling
+// with GradScaler's defaults); bf16 and float32 do not need it.
+func (r *Runner) lossScaling() trainer.LossScaling {
+	if r.Cfg.Model.Device == "gpu" && r.Cfg.Model.DType == "fp16" {
+		return trainer.DefaultLossScaling()
+	}
+	return trainer.LossScaling{}
 }

@@ -48,7 +48,7 @@ func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix
 	if err != nil {
 		return nil, err
 	}
-	fp := retrieval.Fingerprint("item-embeddings", mfp, r.Cfg.Model.Device+"/"+r.Cfg.Model.DType, strings.Join(texts, "\x00"))
+	fp := retrieval.Fingerprint("item-embeddings", mfp, r.Cfg.Model.Device+"/"+r.Cfg.Model.DType+quantSuffix(r.quantize()), strings.Join(texts, "\x00"))
 	path := r.embeddingsPath()
 	if mat, err := retrieval.LoadEmbeddings(path); err == nil && mat.Check(fp) == nil && len(mat.Rows) == len(ds.Items) {
 		r.Log.Info("embed: embeddings are up to date, skipped", "path", path, "items", len(mat.Rows))
@@ -334,4 +334,12 @@ func hashFileSample(w io.Writer, path string) error {
 	}
 	_, err = io.Copy(w, f)
 	return err
+}
+
+// quantSuffix marks quantised embeddings in their fingerprint ("" when not).
+func quantSuffix(q string) string {
+	if q == "" {
+		return ""
+	}
+	return "/" + q
 }

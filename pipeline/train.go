@@ -169,7 +169,7 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) ([]Re
 	if err != nil {
 		return nil, err
 	}
-	eng, err := r.openTrainer(m, &cpu.LoRA{Scale: c.LoRA.Scale(), Dropout: c.LoRA.Dropout, Params: params})
+	eng, err := r.openTrainer(m, &cpu.LoRA{Scale: c.LoRA.Scale(), Dropout: c.LoRA.Dropout, Params: params}, examples)
 	if err != nil {
 		return nil, err
 	}
@@ -202,20 +202,25 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) ([]Re
 	if resume && opts.ResumeFromCheckpoint == "" {
 		opts.ResumeFromCheckpoint = "auto"
 	}
+	jobFP := map[string]string{
+		"model":         mfp,
+		"data":          string(c.Data.Dataset) + ":" + c.Data.Dir,
+		"history_len":   strconv.Itoa(c.Data.HistoryLen),
+		"train_type":    c.Retrieval.TrainType,
+		"train_samples": strconv.Itoa(c.Retrieval.TrainSamples),
+		"sample_seed":   strconv.FormatInt(c.Data.SampleSeed, 10),
+	}
+	if q := r.quantize(); q != "" {
+		jobFP["model.quantize"] = q // the adapter learns on the quantised base
+	}
 	sum, err := trainer.Run(ctx, trainer.Job{
 		Engine: eng, Train: examples, Options: opts,
 		LoRA: c.LoRA, BaseModel: c.Model.Path, Seed: uint64(c.Seed),
 		Dir: r.path("train"), Config: cfgBytes,
-		Fingerprint: map[string]string{
-			"model":         mfp,
-			"data":          string(c.Data.Dataset) + ":" + c.Data.Dir,
-			"history_len":   strconv.Itoa(c.Data.HistoryLen),
-			"train_type":    c.Retrieval.TrainType,
-			"train_samples": strconv.Itoa(c.Retrieval.TrainSamples),
-			"sample_seed":   strconv.FormatInt(c.Data.SampleSeed, 10),
-		},
-		Force:    r.Force,
-		Evaluate: eval, Log: r.Log, Progress: rep,
+		Fingerprint: jobFP,
+		Force:       r.Force,
+		LossScaling: r.lossScaling(),
+		Evaluate:    eval, Log: r.Log, Progress: rep,
 	})
 	if err != nil {
 		return nil, err

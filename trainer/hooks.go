@@ -19,7 +19,9 @@ import (
 
 // LogFile is the JSON Lines log in the output folder, at full precision:
 // one record per optimiser step {"step","epoch","loss","lr","grad_norm",
-// "tokens_per_s"} and one per evaluation {"step","epoch","auc","logloss",
+// "tokens_per_s"} (with loss scaling also "loss_scale", the scale of the
+// step's window, and "skipped", true when its gradients overflowed and the
+// optimiser step was skipped) and one per evaluation {"step","epoch","auc","logloss",
 // "acc","n"}.
 const LogFile = "log.jsonl"
 
@@ -65,8 +67,12 @@ func (l *Loop) logHook() Hook {
 			return err
 		},
 		OnStep: func(ctx context.Context, l *Loop, s StepInfo) error {
-			return write(map[string]any{"step": s.Step, "epoch": s.Epoch, "loss": finite(s.Loss), "lr": s.LR,
-				"grad_norm": finite(s.GradNorm), "tokens_per_s": s.TokensPerSec})
+			rec := map[string]any{"step": s.Step, "epoch": s.Epoch, "loss": finite(s.Loss), "lr": s.LR,
+				"grad_norm": finite(s.GradNorm), "tokens_per_s": s.TokensPerSec}
+			if l.Job.LossScaling.Enabled {
+				rec["loss_scale"], rec["skipped"] = s.LossScale, s.Skipped
+			}
+			return write(rec)
 		},
 		OnEval: func(ctx context.Context, l *Loop, e EvalInfo) error {
 			improved := "no"

@@ -80,6 +80,10 @@ type Job struct {
 	Fingerprint map[string]string
 	Force       bool
 
+	// LossScaling turns on dynamic loss scaling (fp16 training); the
+	// engine must then be an engine.LossScaler.
+	LossScaling LossScaling
+
 	Evaluate Evaluator    // nil: no evaluation, no best adapter, no early stopping
 	Log      *slog.Logger // nil: discard
 	Hooks    []Hook       // extra hooks
@@ -111,6 +115,13 @@ type State struct {
 	LR        float64 `json:"lr"`   // learning rate of the last step
 	Loss      float64 `json:"loss"` // loss of the last step
 	AdamStep  int     `json:"adam_step"`
+
+	// Dynamic loss scaling (Job.LossScaling): the scale of the next
+	// window, the finite steps since the last change, and the steps
+	// skipped because of an inf/NaN gradient.
+	LossScale     float64 `json:"loss_scale,omitempty"`
+	LossScaleGood int     `json:"loss_scale_growth_tracker,omitempty"`
+	SkippedSteps  int     `json:"skipped_steps,omitempty"`
 
 	Seed uint64 `json:"seed"`
 	RNG  string `json:"rng"` // how data order and dropout seeds derive from Seed
@@ -145,11 +156,15 @@ type Summary struct {
 
 // StepInfo describes a finished optimiser step.
 type StepInfo struct {
-	Step         int // steps done, 1-based
-	Epoch        float64
-	Loss         float64 // summed loss / labelled tokens of the window
-	LR           float64
-	GradNorm     float64 // before clipping
+	Step     int // steps done, 1-based
+	Epoch    float64
+	Loss     float64 // summed loss / labelled tokens of the window
+	LR       float64
+	GradNorm float64 // before clipping (unscaled); NaN or inf on a skipped step
+	// With loss scaling: the scale the window ran with, and whether its
+	// gradients overflowed, so that the optimiser step was skipped.
+	LossScale    float64
+	Skipped      bool
 	Tokens       int     // labelled tokens in the window
 	InputTokens  int     // all tokens in the window
 	TokensPerSec float64 // input tokens per second
@@ -252,6 +267,14 @@ func Run(ctx context.Context, j Job) (*Summary, error) {
 			return nil, fmt.Errorf("trainer: tensor %s: gradient has %d values, tensor %d", p.Name, len(p.Grad), len(p.Value))
 		}
 	}
+	if err := j.LossScaling.Validate(); err != nil {
+		return nil, err
+	}
+	if j.LossScaling.Enabled {
+		if _, ok := j.Engine.(engine.LossScaler); !ok {
+			return nil, fmt.Errorf("trainer: loss scaling (fp16 training) needs an engine that scales the loss gradient; %T does not", j.Engine)
+		}
+	}
 	if j.Evaluate == nil && o.EarlyStoppingPatience > 0 {
 		log.Warn("trainer: training.early_stopping_patience is set but there is no evaluator; early stopping is off")
 	}
@@ -323,6 +346,10 @@ func (l *Loop) step(ctx context.Context) error {
 	st, p, j := l.State, l.Plan, l.Job
 	s := st.Step
 	start := time.Now()
+	ls := j.LossScaling
+	if ls.Enabled {
+		j.Engine.(engine.LossScaler).SetLossScale(st.LossScale)
+	}
 	for k := st.Micro; k < p.Accum; k++ {
 		epoch, lo, hi := p.window(s, k)
 		st.Epoch, st.Position = epoch, lo
@@ -357,19 +384,41 @@ func (l *Loop) step(ctx context.Context) error {
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return fmt.Errorf("trainer: step %d: loss is %v", s+1, loss)
 	}
-	scaleGrads(l.params, 1/float64(st.WindowTokens))
-	norm := gradNorm(l.params)
-	if math.IsNaN(norm) || math.IsInf(norm, 0) {
-		return fmt.Errorf("trainer: step %d: gradient norm is %v", s+1, norm)
-	}
-	if c := clipCoef(norm, j.Options.MaxGradNorm); c < 1 {
-		scaleGrads(l.params, c)
+	skipped := false
+	scale := st.LossScale
+	if ls.Enabled {
+		// Unscale first (a power of two: exact), so that the overflow
+		// check, the token normalisation and clipping see true gradients.
+		scaleGrads(l.params, 1/scale)
+		skipped = !allFinite(l.params)
 	}
 	lr := LR(j.Options.LRScheduler, j.Options.LearningRate, s, p.TotalSteps, p.Warmup)
-	l.adam.Step(l.params, lr)
+	var norm float64
+	if skipped {
+		norm = math.NaN()
+		st.SkippedSteps++
+		l.Log.Warn("trainer: inf/NaN in the LoRA gradients; optimiser step skipped, loss scale backed off",
+			"step", s+1, "loss_scale", scale, "new_loss_scale", scale*ls.Backoff, "skipped_steps", st.SkippedSteps)
+	} else {
+		scaleGrads(l.params, 1/float64(st.WindowTokens))
+		norm = gradNorm(l.params)
+		if math.IsNaN(norm) || math.IsInf(norm, 0) {
+			return fmt.Errorf("trainer: step %d: gradient norm is %v", s+1, norm)
+		}
+		if c := clipCoef(norm, j.Options.MaxGradNorm); c < 1 {
+			scaleGrads(l.params, c)
+		}
+		l.adam.Step(l.params, lr)
+	}
+	if ls.Enabled {
+		ls.update(st, skipped)
+	}
 	zeroGrads(l.params)
 	info := StepInfo{Step: s + 1, Epoch: float64(s+1) / float64(p.StepsPerEpoch), Loss: loss, LR: lr, GradNorm: norm,
-		Tokens: st.WindowTokens, InputTokens: st.WindowInputTokens, Duration: time.Since(start)}
+		Tokens: st.WindowTokens, InputTokens: st.WindowInputTokens, Duration: time.Since(start), Skipped: skipped}
+	if ls.Enabled {
+		info.LossScale = scale
+	}
 	if sec := info.Duration.Seconds(); sec > 0 {
 		info.TokensPerSec = float64(info.InputTokens) / sec
 	}
@@ -603,6 +652,9 @@ func (l *Loop) restore(fp map[string]string) (string, error) {
 	fresh := func() {
 		l.State = &State{Version: 1, TotalSteps: l.Plan.TotalSteps, StepsPerEpoch: l.Plan.StepsPerEpoch,
 			Scheduler: o.LRScheduler, Seed: j.Seed, RNG: rngDoc, Fingerprint: fp}
+		if j.LossScaling.Enabled {
+			l.State.LossScale = j.LossScaling.Init
+		}
 		zeroGrads(l.params)
 	}
 	var dir string
@@ -668,6 +720,9 @@ func (l *Loop) restore(fp map[string]string) (string, error) {
 	if len(ck.Params) != len(l.params) {
 		return "", fmt.Errorf("trainer: resume %s: checkpoint has %d adapter tensors, the engine %d", dir, len(ck.Params), len(l.params))
 	}
+	if j.LossScaling.Enabled && !(st.LossScale > 0) {
+		return "", fmt.Errorf("trainer: resume %s: %s has no loss_scale, but loss scaling is on (a checkpoint of a run without it)", dir, checkpoints.StateFile)
+	}
 	l.adam.T = st.AdamStep
 	for i, p := range l.params {
 		cp := byName[p.Name]
@@ -727,6 +782,9 @@ func (l *Loop) fingerprint() map[string]string {
 	}
 	if j.Evaluate != nil {
 		fp["training.eval_steps"] = strconv.Itoa(o.EvalSteps)
+	}
+	if j.LossScaling.Enabled {
+		fp["loss_scaling"] = j.LossScaling.String()
 	}
 	h := sha256.New()
 	for _, p := range l.params {

@@ -146,7 +146,7 @@ func checkModel(r *pipeline.Runner) error {
 	if err := checkTokenizer(tok); err != nil {
 		return fmt.Errorf("%s: %w", key, err)
 	}
-	return nil
+	return checkMemory(r)
 }
 
 // checkTokenizer checks that path is a tokenizer file, or a folder holding

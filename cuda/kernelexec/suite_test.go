@@ -165,6 +165,7 @@ func (c *suite) all() {
 	c.group("train_rows", c.trainRows)
 	c.group("cross_entropy", c.crossEntropy)
 	c.group("optimiser", c.optimiser)
+	c.group("dequant_int8", c.dequantInt8)
 	c.group("conversions", c.conversions)
 }
 
@@ -589,6 +590,34 @@ func (c *suite) optimiser() {
 		if rel := math.Abs(got-ws) / ws; !(rel <= 1e-12) {
 			c.fail(name, fmt.Errorf("sum of squares %v, want %v", got, ws))
 		}
+	}
+}
+
+// dequantInt8 runs dequant_int8 on a [37, 129] int8 weight (the full range
+// -127..127 and both ends, rows*cols not a multiple of the block) with
+// per-row scales; the storage-type result must equal DequantInt8Ref bit for
+// bit, since both are one float product rounded once.
+func (c *suite) dequantInt8() {
+	const rows, cols = 37, 129
+	q := make([]int8, rows*cols)
+	raw := make([]byte, rows*cols)
+	for i := range q {
+		q[i] = int8(c.r.IntN(255) - 127)
+	}
+	q[0], q[1] = 127, -127
+	for i, v := range q {
+		raw[i] = byte(v)
+	}
+	scale := make([]float32, rows)
+	for r := range scale {
+		scale[r] = float32(c.r.ExpFloat64()) / 127
+	}
+	sb, _ := in(scale, cuda.F32)
+	o := out(rows*cols, c.e)
+	gr, b := linear(rows * cols)
+	name := "dequant_int8 37x129 (bit-exact)"
+	if c.launch(name, "dequant_int8", gr, b, o, &Buf{Data: raw}, sb, rows, cols) {
+		c.exact(name, "out", o.floats(c.e), cuda.DequantInt8Ref(q, scale, rows, cols, c.e))
 	}
 }
 

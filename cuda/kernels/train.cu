@@ -610,3 +610,17 @@ extern "C" __global__ void sum_partials(double* out, const double* part, int n) 
 		if (lane == 0) out[0] = s;
 	}
 }
+
+// ---- int8 weight-only base weights (model.quantize: int8) ----
+
+// dequant_int8: out[r, c] = st(float(q[r, c]) * scale[r]) over a [rows, cols]
+// weight quantised per output row (model.QuantizeInt8: absmax / 127), the
+// frozen projection's GEMM operand in the storage type. The engine writes
+// it into one buffer that every projection reuses, just before its GEMM.
+// The product is one float multiplication, as model.Int8.Dequantize does
+// on the CPU. Reference: DequantInt8Ref.
+extern "C" __global__ void dequant_int8(elem* out, const signed char* q, const float* scale, int rows, int cols) {
+	long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= (long long)rows * cols) return;
+	out[i] = st(__fmul_rn((float)q[i], scale[i / cols]));
+}

@@ -56,6 +56,9 @@ type Setup struct {
 	Hooks []trainer.Hook
 	// Wrap, when non-nil, wraps each run's engine (to record or alter calls).
 	Wrap func(eng engine.Trainer) engine.Trainer
+	// LossScaling is passed to every run (the engine, after Wrap, must be
+	// an engine.LossScaler when it is enabled: see Overflow).
+	LossScaling trainer.LossScaling
 }
 
 // Cut is one interruption: the context is cancelled right after the
@@ -93,6 +96,14 @@ func (c *counting) LossGrad(ctx context.Context, batch []engine.Example, seed ui
 	return l, n, err
 }
 
+// countingScaler is counting for an engine that scales the loss.
+type countingScaler struct {
+	*counting
+	scaler engine.LossScaler
+}
+
+func (c *countingScaler) SetLossScale(s float64) { c.scaler.SetLossScale(s) }
+
 // Train runs s to the end in dir, cancelling at each cut in turn and
 // resuming ("auto") with a fresh engine each time. It fails t when an
 // interrupted run does not report trainer.ErrInterrupted.
@@ -109,13 +120,16 @@ func Train(t testing.TB, s Setup, dir string, cuts ...Cut) Outcome {
 		if i < len(cuts) {
 			cut = cuts[i]
 		}
-		wrapped := &counting{Trainer: eng, calls: &calls, cancelAt: cut.MicroBatches, cancel: cancel}
+		var wrapped engine.Trainer = &counting{Trainer: eng, calls: &calls, cancelAt: cut.MicroBatches, cancel: cancel}
+		if sc, ok := eng.(engine.LossScaler); ok {
+			wrapped = &countingScaler{counting: wrapped.(*counting), scaler: sc}
+		}
 		o := s.Options
 		if i > 0 {
 			o.ResumeFromCheckpoint = "auto"
 		}
 		job := trainer.Job{Engine: wrapped, Train: s.Train, Options: o, LoRA: s.LoRA, BaseModel: "test-model", Seed: s.Seed,
-			Dir: dir, Config: []byte("seed: 1\n"), Progress: io.Discard, Hooks: s.Hooks}
+			Dir: dir, Config: []byte("seed: 1\n"), Progress: io.Discard, Hooks: s.Hooks, LossScaling: s.LossScaling}
 		if s.Evaluate != nil {
 			ev := s.Evaluate(eng)
 			job.Evaluate = func(ctx context.Context) (metrics.Result, error) {
