@@ -11,6 +11,7 @@ import (
 
 	"github.com/rella-project/rella/configs"
 	"github.com/rella-project/rella/internal/atomicfile"
+	"github.com/rella-project/rella/shard"
 )
 
 // Runner holds what every stage needs.
@@ -26,6 +27,10 @@ type Runner struct {
 	// Force lets training resume from a checkpoint whose run-defining
 	// settings differ from the current config (the checkpoint's win).
 	Force bool
+	// Shard, when set, makes Score and Embed handle only that contiguous
+	// slice of the samples (items), under <folder>/shards/ (see MergeScores
+	// and MergeEmbeddings).
+	Shard *shard.Spec
 
 	fp        fingerprints // of the data, model and tokenizer, once computed
 	warnedAUC bool         // the undefined-AUC warning was given

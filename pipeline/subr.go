@@ -56,6 +56,28 @@ func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix
 	} else if err == nil {
 		r.Log.Info("embed: the saved embeddings were made from another model, device, dtype or item set; recomputing", "path", path)
 	}
+	if r.Shard != nil {
+		return nil, r.embedShard(ctx, texts, fp)
+	}
+	emb, err := r.embedTexts(ctx, texts, path+".partial", fp)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]int64, len(emb))
+	for i := range ids {
+		ids[i] = int64(i)
+	}
+	if err := retrieval.SaveEmbeddings(path, emb, ids, fp); err != nil {
+		return nil, err
+	}
+	os.Remove(path + ".partial")
+	r.Log.Info("embed: done", "path", path, "items", len(emb), "dim", len(emb[0]))
+	return &retrieval.Matrix{Rows: emb, ItemIDs: ids, Fingerprint: fp}, nil
+}
+
+// embedTexts embeds texts with a fresh engine in chunks of embedChunk, each
+// appended to partial (and kept there for an interrupted run to continue).
+func (r *Runner) embedTexts(ctx context.Context, texts []string, partial, fp string) ([][]float32, error) {
 	m, err := r.openModel()
 	if err != nil {
 		return nil, err
@@ -74,7 +96,7 @@ func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix
 		return nil, err
 	}
 	defer eng.Close()
-	part, err := openEmbedPartial(path+".partial", embedHeader{Fingerprint: fp, Items: len(seqs), Chunk: embedChunk})
+	part, err := openEmbedPartial(partial, embedHeader{Fingerprint: fp, Items: len(seqs), Chunk: embedChunk})
 	if err != nil {
 		return nil, fmt.Errorf("embed: %w", err)
 	}
@@ -104,17 +126,7 @@ func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix
 		}
 	}
 	bar.Finish()
-	ids := make([]int64, len(emb))
-	for i := range ids {
-		ids[i] = int64(i)
-	}
-	if err := retrieval.SaveEmbeddings(path, emb, ids, fp); err != nil {
-		return nil, err
-	}
-	part.f.Close()
-	os.Remove(part.f.Name())
-	r.Log.Info("embed: done", "path", path, "items", len(emb), "dim", len(emb[0]))
-	return &retrieval.Matrix{Rows: emb, ItemIDs: ids, Fingerprint: fp}, nil
+	return emb, nil
 }
 
 // embedChunk is how many items are embedded between two saves of the
