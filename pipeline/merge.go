@@ -13,12 +13,14 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/rella-project/rella/data"
 	"github.com/rella-project/rella/metrics"
 	"github.com/rella-project/rella/shard"
 )
+
+// ErrNoShards is wrapped by MergeScores' error when a variant has no shards at all.
+var ErrNoShards = errors.New("no shards")
 
 // MergeScores puts together the shards that `score --shard` wrote for split:
 // for every variant Score evaluates (recency, and SUBR when
@@ -37,7 +39,7 @@ func (r *Runner) MergeScores(ctx context.Context, ds *data.Dataset, split string
 	var out []Result
 	for _, j := range jobs {
 		if _, err := os.Stat(shard.ShardsDir(j.dir)); errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("merge %s: no shards in %s: run `rella score --shard I/N` (or --shard auto) for this config and split first", j.v.Dir(), shard.ShardsDir(j.dir))
+			return nil, fmt.Errorf("merge %s: %w in %s: run `rella score --shard I/N` (or --shard auto) for this config and split first", j.v.Dir(), ErrNoShards, shard.ShardsDir(j.dir))
 		}
 		ms, err := shard.Merge(j.dir, j.rec.Fingerprint, len(samples), predictionOutputs, j.dir)
 		if err != nil {
@@ -108,10 +110,18 @@ const embeddingRowsFile = "item_embeddings.f32"
 // the SUBR folder (OUTPUT_DIR/subr/shards/IIIII-of-NNNNN/).
 func (r *Runner) embedShardsRoot() string { return filepath.Dir(r.embeddingsPath()) }
 
-// embedShard embeds the items of r.Shard into its shard folder, unless that
-// shard is already finished with fingerprint fp.
-func (r *Runner) embedShard(ctx context.Context, texts []string, fp string) error {
-	root, sp := r.embedShardsRoot(), *r.Shard
+// EmbedShard embeds the items of shard sp (a contiguous slice of the items)
+// into OUTPUT_DIR/subr/shards/IIIII-of-NNNNN/ (raw float32 rows and
+// shard.json), unless that shard is already finished with the fingerprint
+// of the current model, device, dtype and items. MergeEmbeddings puts the
+// shards together.
+func (r *Runner) EmbedShard(ctx context.Context, ds *data.Dataset, sp shard.Spec) error {
+	texts := itemTexts(ds)
+	fp, err := r.embeddingsFingerprint(texts)
+	if err != nil {
+		return err
+	}
+	root := r.embedShardsRoot()
 	outputs := []shard.Output{{Name: embeddingRowsFile}}
 	m, done, err := shard.Done(root, sp, len(texts), fp, outputs)
 	if err != nil {
@@ -163,11 +173,10 @@ func (r *Runner) MergeEmbeddings(ctx context.Context, ds *data.Dataset) (bool, e
 		return false, nil
 	}
 	texts := itemTexts(ds)
-	mfp, err := r.modelFingerprint()
+	fp, err := r.embeddingsFingerprint(texts)
 	if err != nil {
 		return false, err
 	}
-	fp := retrieval.Fingerprint("item-embeddings", mfp, r.Cfg.Model.Device+"/"+r.Cfg.Model.DType, strings.Join(texts, "\x00"))
 	ms, err := shard.Check(root, fp, len(texts), []shard.Output{{Name: embeddingRowsFile}})
 	if err != nil {
 		return false, fmt.Errorf("merge item embeddings: %w", err)

@@ -27,9 +27,8 @@ type Runner struct {
 	// Force lets training resume from a checkpoint whose run-defining
 	// settings differ from the current config (the checkpoint's win).
 	Force bool
-	// Shard, when set, makes Score and Embed handle only that contiguous
-	// slice of the samples (items), under <folder>/shards/ (see MergeScores
-	// and MergeEmbeddings).
+	// Shard, when set, makes Score handle only that contiguous slice of the
+	// samples, under <variant folder>/shards/ (see MergeScores).
 	Shard *shard.Spec
 
 	fp        fingerprints // of the data, model and tokenizer, once computed

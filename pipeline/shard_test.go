@@ -140,8 +140,8 @@ func TestShardedEmbeddingMergesToTheUnshardedRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, i := range []int{1, 3, 0, 2} {
-		r := shardFixture(t, dir, "sharded", &shard.Spec{Index: i, Count: 4})
-		if _, err := r.Embed(ctx, ds); err != nil {
+		r := shardFixture(t, dir, "sharded", nil)
+		if err := r.EmbedShard(ctx, ds, shard.Spec{Index: i, Count: 4}); err != nil {
 			t.Fatalf("shard %d/4: %v", i, err)
 		}
 	}

@@ -175,6 +175,15 @@ func (r *Runner) scoreJobs(ctx context.Context, ds *data.Dataset, split string) 
 		j := &scoreJob{v: Variant{Stage: "score", Split: split, History: h, Adapter: c.Model.Adapter}, sel: prompt.Recent{}}
 		vecFP := ""
 		if h == HistorySUBR {
+			if r.Shard != nil {
+				// N shards at once must not each embed every item into one file
+				if ok, err := r.embeddingsReady(ds); err != nil {
+					return nil, nil, err
+				} else if !ok {
+					return nil, nil, fmt.Errorf("score --shard with retrieval.enabled: the item embeddings %s are missing or out of date; "+
+						"make them first with `rella embed` (or `rella embed --shard I/N` for each shard, then `rella merge`)", r.embeddingsPath())
+				}
+			}
 			sel, fp, err := r.subrSelector(ctx, ds)
 			if err != nil {
 				return nil, nil, err

@@ -44,20 +44,16 @@ func itemTexts(ds *data.Dataset) []string {
 // that an interrupted run continues from the chunks it finished.
 func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix, error) {
 	texts := itemTexts(ds)
-	mfp, err := r.modelFingerprint()
+	fp, err := r.embeddingsFingerprint(texts)
 	if err != nil {
 		return nil, err
 	}
-	fp := retrieval.Fingerprint("item-embeddings", mfp, r.Cfg.Model.Device+"/"+r.Cfg.Model.DType, strings.Join(texts, "\x00"))
 	path := r.embeddingsPath()
 	if mat, err := retrieval.LoadEmbeddings(path); err == nil && mat.Check(fp) == nil && len(mat.Rows) == len(ds.Items) {
 		r.Log.Info("embed: embeddings are up to date, skipped", "path", path, "items", len(mat.Rows))
 		return mat, nil
 	} else if err == nil {
 		r.Log.Info("embed: the saved embeddings were made from another model, device, dtype or item set; recomputing", "path", path)
-	}
-	if r.Shard != nil {
-		return nil, r.embedShard(ctx, texts, fp)
 	}
 	emb, err := r.embedTexts(ctx, texts, path+".partial", fp)
 	if err != nil {
@@ -73,6 +69,26 @@ func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix
 	os.Remove(path + ".partial")
 	r.Log.Info("embed: done", "path", path, "items", len(emb), "dim", len(emb[0]))
 	return &retrieval.Matrix{Rows: emb, ItemIDs: ids, Fingerprint: fp}, nil
+}
+
+// embeddingsFingerprint identifies the item embeddings of texts: model
+// files, device and dtype, and the texts.
+func (r *Runner) embeddingsFingerprint(texts []string) (string, error) {
+	mfp, err := r.modelFingerprint()
+	if err != nil {
+		return "", err
+	}
+	return retrieval.Fingerprint("item-embeddings", mfp, r.Cfg.Model.Device+"/"+r.Cfg.Model.DType, strings.Join(texts, "\x00")), nil
+}
+
+// embeddingsReady reports whether item_embeddings.safetensors is up to date.
+func (r *Runner) embeddingsReady(ds *data.Dataset) (bool, error) {
+	fp, err := r.embeddingsFingerprint(itemTexts(ds))
+	if err != nil {
+		return false, err
+	}
+	mat, err := retrieval.LoadEmbeddings(r.embeddingsPath())
+	return err == nil && mat.Check(fp) == nil && len(mat.Rows) == len(ds.Items), nil
 }
 
 // embedTexts embeds texts with a fresh engine in chunks of embedChunk, each

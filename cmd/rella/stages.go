@@ -48,14 +48,6 @@ func prepareCommand() command {
 		func(context.Context, *pipeline.Runner, *data.Dataset) error { return nil })
 }
 
-func embedCommand() command {
-	return datasetCommand("embed", "embed every item with the model (SUBR); writes OUTPUT_DIR/subr/item_embeddings.safetensors", needs{model: true},
-		func(ctx context.Context, r *pipeline.Runner, ds *data.Dataset) error {
-			_, err := r.Embed(ctx, ds)
-			return err
-		})
-}
-
 func retrieveCommand() command {
 	return datasetCommand("retrieve", "PCA the item embeddings and select every sample's SUBR top-K history", needs{},
 		func(ctx context.Context, r *pipeline.Runner, ds *data.Dataset) error { return r.Retrieve(ctx, ds) })
