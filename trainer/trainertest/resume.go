@@ -56,6 +56,9 @@ type Setup struct {
 	Hooks []trainer.Hook
 	// Wrap, when non-nil, wraps each run's engine (to record or alter calls).
 	Wrap func(eng engine.Trainer) engine.Trainer
+	// ReferenceRanks is copied into every run's Job (single process: the
+	// reduction order of a data-parallel run of that many ranks).
+	ReferenceRanks func(step int) int
 }
 
 // Cut is one interruption: the context is cancelled right after the
@@ -115,7 +118,7 @@ func Train(t testing.TB, s Setup, dir string, cuts ...Cut) Outcome {
 			o.ResumeFromCheckpoint = "auto"
 		}
 		job := trainer.Job{Engine: wrapped, Train: s.Train, Options: o, LoRA: s.LoRA, BaseModel: "test-model", Seed: s.Seed,
-			Dir: dir, Config: []byte("seed: 1\n"), Progress: io.Discard, Hooks: s.Hooks}
+			Dir: dir, Config: []byte("seed: 1\n"), Progress: io.Discard, Hooks: s.Hooks, ReferenceRanks: s.ReferenceRanks}
 		if s.Evaluate != nil {
 			ev := s.Evaluate(eng)
 			job.Evaluate = func(ctx context.Context) (metrics.Result, error) {
