@@ -42,8 +42,16 @@ import (
 // be shared by the ranks). A mid-window checkpoint of a single-process run
 // resumes with world size 1 only.
 
-// dp reports whether this run is one rank of a data-parallel job.
-func (l *Loop) dp() bool { return l.Job.Comm != nil && l.Job.Comm.Size() > 1 }
+// dp reports whether this run takes the data-parallel path: any
+// communicator but none and distributed.Single, even one of size 1 (so that
+// a one-rank NCCL or in-process group exercises the collectives).
+func (l *Loop) dp() bool {
+	switch l.Job.Comm.(type) {
+	case nil, distributed.Single, *distributed.Single:
+		return false
+	}
+	return true
+}
 
 // lead reports whether this process writes files (rank 0, or a single process).
 func (l *Loop) lead() bool { return !l.dp() || l.Job.Comm.Rank() == 0 }
@@ -133,12 +141,25 @@ func (l *Loop) Reduce(ctx context.Context) error {
 		}
 		return nil
 	}
-	grads := make([][]float32, len(l.params))
-	for i, p := range l.params {
-		grads[i] = p.Grad
+	// every gradient packed into one buffer: one collective (as
+	// distributed.AllReduceSlices, but also for a group of one)
+	n := 0
+	for _, p := range l.params {
+		n += len(p.Grad)
 	}
-	if err := distributed.AllReduceSlices(ctx, l.Job.Comm, grads); err != nil {
-		return fmt.Errorf("trainer: step %d: gradients: %w", st.Step+1, err)
+	if len(l.packed) != n {
+		l.packed = make([]float32, n)
+	}
+	off := 0
+	for _, p := range l.params {
+		off += copy(l.packed[off:], p.Grad)
+	}
+	if err := l.Job.Comm.AllReduceSumFloat32(ctx, l.packed); err != nil {
+		return fmt.Errorf("trainer: step %d: all-reduce of the LoRA gradients (%d values): %w", st.Step+1, n, err)
+	}
+	off = 0
+	for _, p := range l.params {
+		off += copy(p.Grad, l.packed[off:])
 	}
 	x := []float64{st.WindowLossSum, float64(st.WindowTokens), float64(st.WindowInputTokens)}
 	if err := l.Job.Comm.AllReduceSumFloat64(ctx, x); err != nil {

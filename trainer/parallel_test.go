@@ -34,7 +34,8 @@ func TestDataParallelMatchesReference(t *testing.T) {
 			}
 		})
 	}
-	// World size 1 is the plain path: equal to the single process.
+	// A group of one rank takes the data-parallel path (collectives every
+	// step) and ends exactly as the plain single process.
 	plain := trainertest.Train(t, s, filepath.Join(t.TempDir(), "plain"))
 	one, _ := trainertest.TrainParallel(t, s, filepath.Join(t.TempDir(), "one"), nil, trainertest.Phase{World: 1, StopRank: -1})
 	trainertest.Compare(t, plain, one)

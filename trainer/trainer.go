@@ -90,11 +90,12 @@ type Job struct {
 	// leaves progress to periodic Log lines; nil is os.Stderr.
 	Progress io.Writer
 
-	// Comm, when it has more than one rank, makes this process one rank of
-	// a data-parallel run (see parallel.go): the ranks split each step's
-	// micro-batches, all-reduce the gradients once per step, and only rank
-	// 0 runs the hooks and writes files. nil (or a group of 1) is a single
-	// process, unchanged.
+	// Comm makes this process one rank of a data-parallel run (see
+	// parallel.go): the ranks split each step's micro-batches, all-reduce
+	// the gradients once per step, and only rank 0 runs the hooks and
+	// writes files. nil or distributed.Single is a single process,
+	// unchanged; any other communicator, even of one rank, takes the
+	// data-parallel path (checkpoints at step boundaries only).
 	Comm distributed.Communicator
 	// ReferenceRanks, for a single process, gives the world size whose
 	// reduction step s reproduces: the window is accumulated as that many
@@ -218,6 +219,7 @@ type Loop struct {
 	rep       *progress.Reporter
 	history   []map[string]any // trainer_state.json's log_history
 	ref       refPartial       // Job.ReferenceRanks' partial sums
+	packed    []float32        // the gradients packed for the all-reduce
 }
 
 // Stop ends the run after the current step's hooks; the reason is kept in
