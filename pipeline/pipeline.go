@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/rella-project/rella/configs"
+	"github.com/rella-project/rella/distributed"
 	"github.com/rella-project/rella/internal/atomicfile"
 	"github.com/rella-project/rella/shard"
 )
@@ -30,6 +31,9 @@ type Runner struct {
 	// Shard, when set, makes Score handle only that contiguous slice of the
 	// samples, under <variant folder>/shards/ (see MergeScores).
 	Shard *shard.Spec
+	// Comm, when set, makes Train one rank of a data-parallel run (see
+	// trainer.Job.Comm); only rank 0 evaluates and writes. nil: one process.
+	Comm distributed.Communicator
 
 	fp        fingerprints // of the data, model and tokenizer, once computed
 	warnedAUC bool         // the undefined-AUC warning was given

@@ -56,11 +56,13 @@ func retrieveCommand() command {
 func trainCommand() command {
 	return command{
 		name:    "train",
-		summary: "fine-tune LoRA adapters (ReiT), evaluate, and write the best adapter",
+		summary: "fine-tune LoRA adapters (ReiT), evaluate, and write the best adapter; data-parallel over the processes torchrun, srun or mpirun start",
 		usage:   "rella train CONFIG|-c CONFIG [--resume [--force]] [key=value ...]",
 		examples: []string{
 			"rella train configs/quickstart.yaml training.max_steps=50 output_dir=runs/try",
 			"rella train configs/quickstart.yaml training.max_steps=50 output_dir=runs/try --resume",
+			"torchrun --nproc-per-node 4 --no-python rella train -c configs/ml1m-reit.yaml --resume   # data-parallel: one process per GPU",
+			"srun --ntasks-per-node 4 --gpus-per-task 1 rella train -c configs/ml1m-reit.yaml --resume   # with MASTER_ADDR, MASTER_PORT exported",
 		},
 		run: func(ctx context.Context, e *env, args []string) error {
 			fs := newFlags("train")
@@ -73,11 +75,23 @@ func trainCommand() command {
 			if *force && !*resume {
 				return usageErrorf("--force only applies with --resume")
 			}
-			release, err := claim(e, r, "train", args, needs{model: true})
+			launch, err := launchOf(e)
+			if err != nil {
+				return err
+			}
+			release, err := claimRank(e, r, "train", args, needs{model: true}, launch)
 			if err != nil {
 				return err
 			}
 			defer release()
+			if launch.Size > 1 {
+				comm, err := connect(ctx, e, r, launch)
+				if err != nil {
+					return err
+				}
+				defer comm.Close()
+				r.Comm = comm
+			}
 			r.Force = *force
 			ds, err := r.Prepare(ctx)
 			if err != nil {
