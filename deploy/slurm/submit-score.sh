@@ -21,7 +21,7 @@
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
-	sed -n '2,23p' "$0" >&2
+	sed -n '2,20p' "$0" >&2
 	exit 2
 fi
 cfg="$1"
