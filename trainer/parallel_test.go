@@ -1,12 +1,18 @@
 package trainer_test
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 
+	"github.com/rella-project/rella/distributed"
+	"github.com/rella-project/rella/trainer"
 	"github.com/rella-project/rella/trainer/trainertest"
 )
 
@@ -87,5 +93,70 @@ func TestDataParallelStopAndResume(t *testing.T) {
 			trainertest.Compare(t, want, got)
 			t.Logf("stopped at steps %v", stops)
 		})
+	}
+}
+
+// Ranks that start from different adapters (another initialisation seed on
+// rank 1) are refused before the first step, on every rank.
+func TestDataParallelRefusesDifferentStarts(t *testing.T) {
+	s := setup(t)
+	comms, err := distributed.NewLocal(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for r := 0; r < 2; r++ {
+		eng := trainertest.NewLinear(vocab, 5, s.LoRA, uint64(11+r))
+		job := trainer.Job{Engine: eng, Train: s.Train, Options: s.Options, LoRA: s.LoRA, BaseModel: "m", Seed: s.Seed,
+			Dir: filepath.Join(t.TempDir(), "run"), Progress: io.Discard, Comm: comms[r]}
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			_, errs[r] = trainer.Run(context.Background(), job)
+		}(r)
+	}
+	wg.Wait()
+	for r, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "start from another adapter") {
+			t.Errorf("rank %d: got %v, want a refusal naming the different start", r, err)
+		}
+	}
+}
+
+// A single-process checkpoint taken in the middle of an accumulation window
+// does not resume data-parallel (its partial gradients belong to one
+// process's micro-batches); the error says what to do.
+func TestDataParallelRefusesMidWindowCheckpoint(t *testing.T) {
+	s := setup(t)
+	dir := filepath.Join(t.TempDir(), "run")
+	interruptOnce(t, s, dir, 2) // checkpoint-0-m2
+	comms, err := distributed.NewLocal(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for r := 0; r < 2; r++ {
+		o := s.Options
+		o.ResumeFromCheckpoint = "auto"
+		eng := s.NewEngine(t)
+		job := trainer.Job{Engine: eng, Train: s.Train, Options: o, LoRA: s.LoRA, BaseModel: "test-model", Seed: s.Seed,
+			Dir: dir, Progress: io.Discard, Comm: comms[r], Evaluate: s.Evaluate(eng)}
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			_, errs[r] = trainer.Run(context.Background(), job)
+			if errs[r] != nil {
+				comms[r].Close()
+			}
+		}(r)
+	}
+	wg.Wait()
+	if errs[0] == nil || !strings.Contains(errs[0].Error(), "step boundary") {
+		t.Errorf("rank 0: got %v, want a refusal of the mid-window checkpoint", errs[0])
+	}
+	if errs[1] == nil {
+		t.Error("rank 1 went on alone")
 	}
 }
