@@ -101,6 +101,9 @@ func trainCommand() command {
 			if err != nil {
 				return interrupted(e, err, e.resumeLine("train", args))
 			}
+			if launch.Rank != 0 {
+				return nil // rank 0 prints the results
+			}
 			fmt.Fprint(e.stdout, (&pipeline.Summary{Rows: res}).Table())
 			return nil
 		},
