@@ -395,3 +395,7 @@ func Elapsed(start, end *Event) (float32, error) {
 
 // Destroy releases the event (inside Do).
 func (ev *Event) Destroy() error { return check("cuEventDestroy", C.r_cuEventDestroy(ev.e)) }
+
+// Stream is the device's stream as an integer (a CUstream), for libraries
+// that enqueue on it (NCCL); use it inside Do.
+func (d *Device) Stream() uintptr { return uintptr(unsafe.Pointer(d.stream)) }

@@ -229,3 +229,7 @@ func (d *Device) launch(f *kernel, grid, block dim3, smem uint32, args ...any) e
 	}
 	return nil
 }
+
+// Ptr is the buffer's device address, for libraries that take raw device
+// pointers (NCCL).
+func (b Buffer) Ptr() uintptr { return uintptr(b.ptr) }

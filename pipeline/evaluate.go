@@ -177,6 +177,7 @@ type partialHeader struct {
 	Fingerprint string `json:"partial_of"`
 	BatchSize   int    `json:"batch_size"`
 	N           int    `json:"n"`
+	Offset      int    `json:"offset,omitempty"` // a shard's first sample in the split
 }
 
 // readPartial returns the predictions an interrupted pass with the same
@@ -199,10 +200,10 @@ func readPartial(path string, h partialHeader) map[int]float64 {
 	known := map[int]float64{}
 	for sc.Scan() {
 		var p Prediction
-		if json.Unmarshal(sc.Bytes(), &p) != nil || p.Index < 0 || p.Index >= h.N {
+		if json.Unmarshal(sc.Bytes(), &p) != nil || p.Index-h.Offset < 0 || p.Index-h.Offset >= h.N {
 			break // a line cut short by the interruption ends what is known
 		}
-		known[p.Index] = p.P
+		known[p.Index-h.Offset] = p.P
 	}
 	return known
 }
@@ -267,14 +268,21 @@ func (w *partialWriter) close() error {
 // when ctx is cancelled, predictions.partial.jsonl with every finished
 // batch, from which the next call with the same fingerprint continues.
 func (r *Runner) evaluate(ctx context.Context, sc *Scorer, dir string, rec *Record, ds *data.Dataset, samples []data.Sample, seqs [][]int) (metrics.Result, error) {
+	return r.evaluateFrom(ctx, sc, dir, rec, ds, samples, seqs, 0)
+}
+
+// evaluateFrom is evaluate for a slice of a split that starts at sample
+// offset (a shard): predictions.jsonl numbers its samples offset, offset+1...
+// as the unsharded run does.
+func (r *Runner) evaluateFrom(ctx context.Context, sc *Scorer, dir string, rec *Record, ds *data.Dataset, samples []data.Sample, seqs [][]int, offset int) (metrics.Result, error) {
 	base := make([]Prediction, len(samples))
 	labels := make([]int, len(samples))
 	for i, s := range samples {
 		labels[i] = int(s.Label)
-		base[i] = Prediction{Index: i, User: ds.Users[s.User].ID, Item: ds.Items[ds.Target(s).Item].ID, Label: labels[i]}
+		base[i] = Prediction{Index: offset + i, User: ds.Users[s.User].ID, Item: ds.Items[ds.Target(s).Item].ID, Label: labels[i]}
 	}
 	ppath := filepath.Join(dir, partialFile)
-	h := partialHeader{Fingerprint: rec.Fingerprint, BatchSize: max(sc.BatchSize, 1), N: len(samples)}
+	h := partialHeader{Fingerprint: rec.Fingerprint, BatchSize: max(sc.BatchSize, 1), N: len(samples), Offset: offset}
 	known := readPartial(ppath, h)
 	if len(known) > 0 {
 		r.Log.Info("continuing an interrupted pass", "dir", dir, "done", len(known), "of", len(samples))

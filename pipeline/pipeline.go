@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 
 	"github.com/rella-project/rella/configs"
+	"github.com/rella-project/rella/distributed"
 	"github.com/rella-project/rella/internal/atomicfile"
+	"github.com/rella-project/rella/shard"
 )
 
 // Runner holds what every stage needs.
@@ -26,6 +28,12 @@ type Runner struct {
 	// Force lets training resume from a checkpoint whose run-defining
 	// settings differ from the current config (the checkpoint's win).
 	Force bool
+	// Shard, when set, makes Score handle only that contiguous slice of the
+	// samples, under <variant folder>/shards/ (see MergeScores).
+	Shard *shard.Spec
+	// Comm, when set, makes Train one rank of a data-parallel run (see
+	// trainer.Job.Comm); only rank 0 evaluates and writes. nil: one process.
+	Comm distributed.Communicator
 
 	fp        fingerprints // of the data, model and tokenizer, once computed
 	warnedAUC bool         // the undefined-AUC warning was given

@@ -9,6 +9,7 @@ import (
 	"github.com/rella-project/rella/lora"
 	"github.com/rella-project/rella/metrics"
 	"github.com/rella-project/rella/prompt"
+	"github.com/rella-project/rella/shard"
 	"github.com/rella-project/rella/tokenizer"
 )
 
@@ -47,59 +48,48 @@ func (r Result) Name() string { return r.Variant.Name() }
 // folder names end in the adapter's tag (see Variant.Dir). With reuse, a
 // variant whose metrics.json has the fingerprint of the current settings is
 // not scored again. An interrupted pass continues from its finished batches.
+//
+// With r.Shard set, only that contiguous slice of the samples is scored,
+// into <variant folder>/shards/IIIII-of-NNNNN/ (predictions.jsonl numbered as
+// in the whole split, the shard's own metrics.json, and shard.json, written
+// last, which marks it finished); a shard already finished with the same
+// fingerprint is skipped. MergeScores puts the shards together.
 func (r *Runner) Score(ctx context.Context, ds *data.Dataset, split string, reuse bool) ([]Result, error) {
 	c := r.Cfg
-	all, err := ds.Split(split)
+	samples, jobs, err := r.scoreJobs(ctx, ds, split)
 	if err != nil {
 		return nil, err
 	}
-	samples := c.Data.Limit(all)
-	if len(samples) == 0 {
-		return nil, fmt.Errorf("score: the %s split has no samples", split)
+	lo, hi := 0, len(samples)
+	if r.Shard != nil {
+		lo, hi = r.Shard.Range(len(samples))
 	}
-	adapterFP := ""
-	if c.Model.Adapter != "" {
-		if adapterFP, err = adapterFingerprint(c.Model.Adapter); err != nil {
-			return nil, fmt.Errorf("model.adapter: %w", err)
-		}
-	}
-	// Selectors first: SUBR may need to embed the items, with an engine of
-	// its own that is closed again before the scoring engine opens.
-	type job struct {
-		v   Variant
-		sel prompt.Selector
-		rec *Record
-		res *Result
-	}
-	histories := []string{HistoryRecency}
-	if c.Retrieval.Enabled {
-		histories = append(histories, HistorySUBR)
-	}
-	var jobs []*job
-	for _, h := range histories {
-		j := &job{v: Variant{Stage: "score", Split: split, History: h, Adapter: c.Model.Adapter}, sel: prompt.Recent{}}
-		vecFP := ""
-		if h == HistorySUBR {
-			sel, fp, err := r.subrSelector(ctx, ds)
+	for _, j := range jobs {
+		if r.Shard != nil {
+			m, done, err := shard.Done(j.dir, *r.Shard, len(samples), j.rec.Fingerprint, predictionOutputs)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("score %s shard %s: %w", j.v.Dir(), r.Shard, err)
 			}
-			j.sel, vecFP = sel, fp
+			if done {
+				r.Log.Info("score: shard already finished, skipped", "variant", j.v.Dir(), "shard", r.Shard.String(), "items", fmt.Sprintf("[%d,%d)", m.Lo, m.Hi))
+				j.res = &Result{Variant: j.v, Dir: shard.Dir(j.dir, *r.Shard), K: c.Data.HistoryLen, Reused: true}
+				if old, err := ReadRecord(j.res.Dir); err == nil {
+					j.res.Metrics = old.Result
+				}
+			} else if m.Fingerprint != "" {
+				r.Log.Info("score: shard was made with other settings; recomputing", "variant", j.v.Dir(), "shard", r.Shard.String())
+			}
+			continue
 		}
-		if j.rec, err = r.newRecord(j.v, c.Model.Adapter, adapterFP, vecFP, nil); err != nil {
-			return nil, err
-		}
-		dir := r.path("score", j.v.Dir())
 		if reuse {
-			if old, ok := r.upToDate(dir, j.rec); ok {
-				r.Log.Info("score: up to date, reused", "variant", j.v.Dir(), "dir", dir)
-				j.res = &Result{Variant: j.v, Dir: dir, K: old.K, Metrics: old.Result, Reused: true}
+			if old, ok := r.upToDate(j.dir, j.rec); ok {
+				r.Log.Info("score: up to date, reused", "variant", j.v.Dir(), "dir", j.dir)
+				j.res = &Result{Variant: j.v, Dir: j.dir, K: old.K, Metrics: old.Result, Reused: true}
 			}
 		}
-		jobs = append(jobs, j)
 	}
 	out := make([]Result, 0, len(jobs))
-	var todo []*job
+	var todo []*scoreJob
 	for _, j := range jobs {
 		if j.res == nil {
 			todo = append(todo, j)
@@ -112,16 +102,28 @@ func (r *Runner) Score(ctx context.Context, ds *data.Dataset, split string, reus
 		}
 		defer closeFn()
 		for _, j := range todo {
-			seqs, err := r.encodePrompts(ds, samples, j.sel, tok)
+			seqs, err := r.encodePrompts(ds, samples[lo:hi], j.sel, tok)
 			if err != nil {
 				return nil, err
 			}
-			dir := r.path("score", j.v.Dir())
-			res, err := r.evaluate(ctx, sc, dir, j.rec, ds, samples, seqs)
+			dir := j.dir
+			if r.Shard != nil {
+				if dir, err = shard.Begin(j.dir, *r.Shard); err != nil {
+					return nil, fmt.Errorf("score %s: %w", j.v.Dir(), err)
+				}
+			}
+			res, err := r.evaluateFrom(ctx, sc, dir, j.rec, ds, samples[lo:hi], seqs, lo)
 			if err != nil {
 				return nil, fmt.Errorf("score %s: %w", j.v.Dir(), err)
 			}
-			r.Log.Info("score: done", "variant", j.v.Dir(), "split", split, "n", res.N, "auc", res.AUC, "logloss", res.LogLoss, "acc", res.Accuracy)
+			if r.Shard != nil {
+				if _, err := shard.Commit(j.dir, *r.Shard, len(samples), j.rec.Fingerprint, predictionOutputs); err != nil {
+					return nil, fmt.Errorf("score %s: %w", j.v.Dir(), err)
+				}
+				r.Log.Info("score: shard done", "variant", j.v.Dir(), "shard", r.Shard.String(), "items", fmt.Sprintf("[%d,%d)", lo, hi), "of", len(samples))
+			} else {
+				r.Log.Info("score: done", "variant", j.v.Dir(), "split", split, "n", res.N, "auc", res.AUC, "logloss", res.LogLoss, "acc", res.Accuracy)
+			}
 			j.res = &Result{Variant: j.v, Dir: dir, K: c.Data.HistoryLen, Metrics: res}
 		}
 	}
@@ -129,6 +131,72 @@ func (r *Runner) Score(ctx context.Context, ds *data.Dataset, split string, reus
 		out = append(out, *j.res)
 	}
 	return out, nil
+}
+
+// predictionOutputs is what a score shard writes: one prediction a line.
+var predictionOutputs = []shard.Output{{Name: PredictionsFile, LinesPerItem: 1}}
+
+// scoreJob is one variant Score evaluates.
+type scoreJob struct {
+	v   Variant
+	sel prompt.Selector
+	rec *Record // its settings and fingerprint
+	dir string  // its folder
+	res *Result
+}
+
+// scoreJobs returns the split's samples (after data.max_eval_samples) and
+// the variants Score evaluates on them (recency, and SUBR when
+// retrieval.enabled), each with its record and folder.
+func (r *Runner) scoreJobs(ctx context.Context, ds *data.Dataset, split string) ([]data.Sample, []*scoreJob, error) {
+	c := r.Cfg
+	all, err := ds.Split(split)
+	if err != nil {
+		return nil, nil, err
+	}
+	samples := c.Data.Limit(all)
+	if len(samples) == 0 {
+		return nil, nil, fmt.Errorf("score: the %s split has no samples", split)
+	}
+	adapterFP := ""
+	if c.Model.Adapter != "" {
+		if adapterFP, err = adapterFingerprint(c.Model.Adapter); err != nil {
+			return nil, nil, fmt.Errorf("model.adapter: %w", err)
+		}
+	}
+	// Selectors first: SUBR may need to embed the items, with an engine of
+	// its own that is closed again before the scoring engine opens.
+	histories := []string{HistoryRecency}
+	if c.Retrieval.Enabled {
+		histories = append(histories, HistorySUBR)
+	}
+	var jobs []*scoreJob
+	for _, h := range histories {
+		j := &scoreJob{v: Variant{Stage: "score", Split: split, History: h, Adapter: c.Model.Adapter}, sel: prompt.Recent{}}
+		vecFP := ""
+		if h == HistorySUBR {
+			if r.Shard != nil {
+				// N shards at once must not each embed every item into one file
+				if ok, err := r.embeddingsReady(ds); err != nil {
+					return nil, nil, err
+				} else if !ok {
+					return nil, nil, fmt.Errorf("score --shard with retrieval.enabled: the item embeddings %s are missing or out of date; "+
+						"make them first with `rella embed` (or `rella embed --shard I/N` for each shard, then `rella merge`)", r.embeddingsPath())
+				}
+			}
+			sel, fp, err := r.subrSelector(ctx, ds)
+			if err != nil {
+				return nil, nil, err
+			}
+			j.sel, vecFP = sel, fp
+		}
+		if j.rec, err = r.newRecord(j.v, c.Model.Adapter, adapterFP, vecFP, nil); err != nil {
+			return nil, nil, err
+		}
+		j.dir = r.path("score", j.v.Dir())
+		jobs = append(jobs, j)
+	}
+	return samples, jobs, nil
 }
 
 // openScorer loads the model, the tokenizer and an engine (with the adapter

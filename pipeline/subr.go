@@ -44,11 +44,10 @@ func itemTexts(ds *data.Dataset) []string {
 // that an interrupted run continues from the chunks it finished.
 func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix, error) {
 	texts := itemTexts(ds)
-	mfp, err := r.modelFingerprint()
+	fp, err := r.embeddingsFingerprint(texts)
 	if err != nil {
 		return nil, err
 	}
-	fp := retrieval.Fingerprint("item-embeddings", mfp, r.Cfg.Model.Device+"/"+r.Cfg.Model.DType+quantSuffix(r.quantize()), strings.Join(texts, "\x00"))
 	path := r.embeddingsPath()
 	if mat, err := retrieval.LoadEmbeddings(path); err == nil && mat.Check(fp) == nil && len(mat.Rows) == len(ds.Items) {
 		r.Log.Info("embed: embeddings are up to date, skipped", "path", path, "items", len(mat.Rows))
@@ -56,6 +55,45 @@ func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix
 	} else if err == nil {
 		r.Log.Info("embed: the saved embeddings were made from another model, device, dtype or item set; recomputing", "path", path)
 	}
+	emb, err := r.embedTexts(ctx, texts, path+".partial", fp)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]int64, len(emb))
+	for i := range ids {
+		ids[i] = int64(i)
+	}
+	if err := retrieval.SaveEmbeddings(path, emb, ids, fp); err != nil {
+		return nil, err
+	}
+	os.Remove(path + ".partial")
+	r.Log.Info("embed: done", "path", path, "items", len(emb), "dim", len(emb[0]))
+	return &retrieval.Matrix{Rows: emb, ItemIDs: ids, Fingerprint: fp}, nil
+}
+
+// embeddingsFingerprint identifies the item embeddings of texts: model
+// files, device and dtype, and the texts.
+func (r *Runner) embeddingsFingerprint(texts []string) (string, error) {
+	mfp, err := r.modelFingerprint()
+	if err != nil {
+		return "", err
+	}
+	return retrieval.Fingerprint("item-embeddings", mfp, r.Cfg.Model.Device+"/"+r.Cfg.Model.DType+quantSuffix(r.quantize()), strings.Join(texts, "\x00")), nil
+}
+
+// embeddingsReady reports whether item_embeddings.safetensors is up to date.
+func (r *Runner) embeddingsReady(ds *data.Dataset) (bool, error) {
+	fp, err := r.embeddingsFingerprint(itemTexts(ds))
+	if err != nil {
+		return false, err
+	}
+	mat, err := retrieval.LoadEmbeddings(r.embeddingsPath())
+	return err == nil && mat.Check(fp) == nil && len(mat.Rows) == len(ds.Items), nil
+}
+
+// embedTexts embeds texts with a fresh engine in chunks of embedChunk, each
+// appended to partial (and kept there for an interrupted run to continue).
+func (r *Runner) embedTexts(ctx context.Context, texts []string, partial, fp string) ([][]float32, error) {
 	m, err := r.openModel()
 	if err != nil {
 		return nil, err
@@ -74,7 +112,7 @@ func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix
 		return nil, err
 	}
 	defer eng.Close()
-	part, err := openEmbedPartial(path+".partial", embedHeader{Fingerprint: fp, Items: len(seqs), Chunk: embedChunk})
+	part, err := openEmbedPartial(partial, embedHeader{Fingerprint: fp, Items: len(seqs), Chunk: embedChunk})
 	if err != nil {
 		return nil, fmt.Errorf("embed: %w", err)
 	}
@@ -104,17 +142,7 @@ func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix
 		}
 	}
 	bar.Finish()
-	ids := make([]int64, len(emb))
-	for i := range ids {
-		ids[i] = int64(i)
-	}
-	if err := retrieval.SaveEmbeddings(path, emb, ids, fp); err != nil {
-		return nil, err
-	}
-	part.f.Close()
-	os.Remove(part.f.Name())
-	r.Log.Info("embed: done", "path", path, "items", len(emb), "dim", len(emb[0]))
-	return &retrieval.Matrix{Rows: emb, ItemIDs: ids, Fingerprint: fp}, nil
+	return emb, nil
 }
 
 // embedChunk is how many items are embedded between two saves of the

@@ -221,9 +221,14 @@ func (r *Runner) Train(ctx context.Context, ds *data.Dataset, resume bool) ([]Re
 		Force:       r.Force,
 		LossScaling: r.lossScaling(),
 		Evaluate:    eval, Log: r.Log, Progress: rep,
+		Comm: r.Comm,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if r.Comm != nil && r.Comm.Rank() != 0 {
+		r.Log.Info("train: this rank is done; rank 0 writes the adapter and the test evaluation", "rank", r.Comm.Rank(), "steps", sum.Steps)
+		return nil, nil
 	}
 
 	// Final evaluation on the test split with the chosen adapter.

@@ -17,8 +17,8 @@
 # declare every call the binding uses with the same ABI as CUDA 12 and 13.
 #
 # Usage: scripts/build-gpu.sh [-o OUTPUT] [--nvrtc]   (default OUTPUT bin/rella-gpu)
-#   It also writes the device test binary of package cuda beside OUTPUT
-#   (cuda-gpu.test). --nvrtc also fetches CUDA 11.8's NVRTC (16 MB) into
+#   It also writes the device test binaries of packages cuda and
+#   distributed/ncclcomm beside OUTPUT (cuda-gpu.test, ncclcomm-gpu.test). --nvrtc also fetches CUDA 11.8's NVRTC (16 MB) into
 #   <kit>/lib, so the kernels can be compiled here without a GPU:
 #   CGO_CFLAGS=-I.kit/include LD_LIBRARY_PATH=.kit/lib go test -tags rellagpu -run NVRTC ./cuda
 # Environment:
@@ -162,4 +162,7 @@ go build -tags rellagpu -ldflags "-s -w" -o "$out" ./cmd/rella
 # Go toolchain, so scripts/gpu-check.sh runs this file there.
 log "go test -c -tags rellagpu -o $(dirname "$out")/cuda-gpu.test ./cuda"
 go test -c -tags rellagpu -ldflags "-s -w" -o "$(dirname "$out")/cuda-gpu.test" ./cuda
+# The NCCL check (world size 1 through NCCL vs the plain trainer path).
+log "go test -c -tags rellagpu -o $(dirname "$out")/ncclcomm-gpu.test ./distributed/ncclcomm"
+go test -c -tags rellagpu -ldflags "-s -w" -o "$(dirname "$out")/ncclcomm-gpu.test" ./distributed/ncclcomm
 echo "$out"

@@ -13,7 +13,8 @@
 #       transformers, peft), library discovery; the cuda test suites, each in
 #       its own process with a time limit (libraries chosen, NVRTC, every
 #       kernel and GEMM against its CPU reference, the training kernels, the
-#       engine and the trainer on stories260K against the CPU path), a suite
+#       engine and the trainer on stories260K against the CPU path; world
+#       size 1 through NCCL against the plain trainer path), a suite
 #       that fails is rerun with CUDA_LAUNCH_BLOCKING=1 (under
 #       compute-sanitizer memcheck when present); HF transformers on
 #       stories260K against the Go engine (f32 logits); PEFT's LoRA gradients
@@ -325,6 +326,25 @@ suite() {
 	fi
 }
 
+# nccl_step: the trainer's data-parallel path with a one-rank NCCL group
+# (gradients all-reduced on the GPU by ncclAllReduce) against the plain
+# single-process path, bit for bit (ncclcomm-gpu.test). libnccl.so.2 from
+# RELLA_NCCL_LIBRARY, the loader's cache or Python's nvidia-nccl wheel.
+nccl_step() {
+	local tb log=go-nccl-world-1.log lib
+	tb="$(dirname "$bin")/ncclcomm-gpu.test"
+	if [ ! -x "$tb" ]; then
+		row "go: NCCL world size 1 vs plain trainer" MISSING 0 "$tb"
+		return
+	fi
+	lib="${RELLA_NCCL_LIBRARY:-$({
+		ldconfig -p 2>/dev/null | awk '/libnccl\.so\.2 / {print $NF}'
+		timeout 20 python3 -c 'import site, glob; print("\n".join(p for d in site.getsitepackages() for p in glob.glob(d + "/nvidia/nccl/lib/libnccl.so.2")))' 2>/dev/null
+	} | head -n1)}"
+	run 60 "$log" env RELLA_REQUIRE_GPU=1 RELLA_NCCL_LIBRARY="$lib" "$tb" -test.v -test.count=1 -test.run '^TestNCCLWorldOneEqualsPlain$'
+	row "go: NCCL world size 1 vs plain trainer" "$(status)" "$secs" "$(grep -c -- '^--- PASS' "$out/$log") passed, $(grep -c -- '^--- FAIL' "$out/$log") failed; ${lib:-libnccl.so.2 from the loader path}$( [ "$rc" = 0 ] || echo "; $(because "$log")")"
+}
+
 # field KEY LINE: the value of key=value in LINE.
 field() { echo "$2" | sed -n "s/.*[ ]$1=\([^ ]*\).*/\1/p"; }
 
@@ -348,6 +368,7 @@ correctness() {
 	suite "training kernels vs references" 60 '^TestTrainKernelsOnDevice$'
 	suite "engine on stories260K vs CPU" 60 '^TestEngineStories$'
 	suite "trainer on stories260K vs CPU" 60 '^TestTrainerStoriesOnDevice$'
+	nccl_step
 
 	# HF transformers on stories260K (f32) against the Go engine (f32).
 	local hf="$work/hf-stories" line rel

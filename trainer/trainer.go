@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/rella-project/rella/checkpoints"
+	"github.com/rella-project/rella/distributed"
 	"github.com/rella-project/rella/engine"
 	"github.com/rella-project/rella/internal/progress"
 	"github.com/rella-project/rella/lora"
@@ -92,6 +93,20 @@ type Job struct {
 	// or a writer, which gets a bar when it is a terminal and otherwise
 	// leaves progress to periodic Log lines; nil is os.Stderr.
 	Progress io.Writer
+
+	// Comm makes this process one rank of a data-parallel run (see
+	// parallel.go): the ranks split each step's micro-batches, all-reduce
+	// the gradients once per step, and only rank 0 runs the hooks and
+	// writes files. nil or distributed.Single is a single process,
+	// unchanged; any other communicator, even of one rank, takes the
+	// data-parallel path (checkpoints at step boundaries only).
+	Comm distributed.Communicator
+	// ReferenceRanks, for a single process, gives the world size whose
+	// reduction step s reproduces: the window is accumulated as that many
+	// ranks' partial sums added in rank order, bit for bit what a
+	// data-parallel run of that size computes (for checking one). nil, or
+	// a value <= 1, is the plain sequential accumulation.
+	ReferenceRanks func(step int) int
 }
 
 // State is everything about a run that is not in the adapter, the optimiser
@@ -218,6 +233,8 @@ type Loop struct {
 	lastCkpt  string
 	rep       *progress.Reporter
 	history   []map[string]any // trainer_state.json's log_history
+	ref       refPartial       // Job.ReferenceRanks' partial sums
+	packed    []float32        // the gradients packed for the all-reduce
 }
 
 // Stop ends the run after the current step's hooks; the reason is kept in
@@ -284,10 +301,15 @@ func Run(ctx context.Context, j Job) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := trimLog(filepath.Join(j.Dir, LogFile), l.State.Step); err != nil {
+	if err := l.checkRanks(ctx); err != nil {
 		return nil, err
 	}
-	l.hooks = append(l.builtinHooks(), j.Hooks...)
+	if l.lead() {
+		if err := trimLog(filepath.Join(j.Dir, LogFile), l.State.Step); err != nil {
+			return nil, err
+		}
+		l.hooks = append(l.builtinHooks(), j.Hooks...)
+	}
 	sort.SliceStable(l.hooks, func(a, b int) bool { return l.hooks[a].Priority < l.hooks[b].Priority })
 
 	sum, runErr := l.run(ctx, resumed)
@@ -296,7 +318,7 @@ func Run(ctx context.Context, j Job) (*Summary, error) {
 			h.OnEnd(l, runErr)
 		}
 	}
-	if runErr == nil { // after the hooks, so below the final bar
+	if runErr == nil && l.lead() { // after the hooks, so below the final bar
 		st := l.State
 		args := []any{"steps", st.Step, "loss", progress.Fixed(st.Loss, 4)}
 		if st.HasBest {
@@ -322,7 +344,13 @@ func (l *Loop) run(ctx context.Context, resumed string) (*Summary, error) {
 	if resumed != "" {
 		l.Log.Info("trainer: resuming", "checkpoint", resumed, "step", st.Step, "micro", st.Micro, "epoch", st.Epoch)
 	}
+	if st.PendingEval && !l.lead() {
+		st.PendingEval = false // rank 0 evaluates
+	}
 	if st.PendingEval {
+		if l.dp() {
+			ctx = context.WithoutCancel(ctx) // stops are decided together, between steps
+		}
 		if err := l.evaluate(ctx); err != nil {
 			return nil, err
 		}
@@ -332,7 +360,26 @@ func (l *Loop) run(ctx context.Context, resumed string) (*Summary, error) {
 			}
 		}
 	}
-	for st.Step < l.Plan.TotalSteps && st.Stopped == "" {
+	for st.Step < l.Plan.TotalSteps && (st.Stopped == "" || l.dp()) {
+		if l.dp() {
+			interrupt, stopped, err := l.control(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if interrupt {
+				return nil, l.interrupt(ctx)
+			}
+			if stopped {
+				if st.Stopped == "" {
+					st.Stopped = "stopped by rank 0"
+				}
+				break
+			}
+			if err := l.step(context.WithoutCancel(ctx)); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if err := l.step(ctx); err != nil {
 			return nil, err
 		}
@@ -350,7 +397,9 @@ func (l *Loop) step(ctx context.Context) error {
 	if ls.Enabled {
 		j.Engine.(engine.LossScaler).SetLossScale(st.LossScale)
 	}
-	for k := st.Micro; k < p.Accum; k++ {
+	k0, k1 := l.microRange(st.Micro)
+	for k := k0; k < k1; k++ {
+		l.referenceBoundary(s, k)
 		epoch, lo, hi := p.window(s, k)
 		st.Epoch, st.Position = epoch, lo
 		if ctx.Err() != nil {
@@ -376,6 +425,9 @@ func (l *Loop) step(ctx context.Context) error {
 		st.Micro = k + 1
 		l.lastSaved = "" // the state moved on
 		st.Epoch, st.Position = epoch, hi
+	}
+	if err := l.Reduce(ctx); err != nil {
+		return err
 	}
 	if st.WindowTokens == 0 {
 		return fmt.Errorf("trainer: step %d: no labelled tokens in the batch", s+1)
@@ -446,7 +498,14 @@ func (l *Loop) interrupt(ctx context.Context) error {
 		return fmt.Errorf("trainer: interrupted at step %d, micro-batch %d, and the checkpoint failed: %w", l.State.Step, l.State.Micro, err)
 	}
 	l.Log.Info("trainer: interrupted; checkpoint saved", "dir", dir, "step", l.State.Step, "micro", l.State.Micro)
-	return fmt.Errorf("%w at step %d (micro-batch %d): checkpoint %s (%v)", ErrInterrupted, l.State.Step, l.State.Micro, dir, context.Cause(ctx))
+	cause := context.Cause(ctx)
+	if cause == nil {
+		cause = errStoppedElsewhere
+	}
+	if !l.lead() {
+		return fmt.Errorf("%w at step %d: rank 0 saved the checkpoint (%v)", ErrInterrupted, l.State.Step, cause)
+	}
+	return fmt.Errorf("%w at step %d (micro-batch %d): checkpoint %s (%v)", ErrInterrupted, l.State.Step, l.State.Micro, dir, cause)
 }
 
 func (l *Loop) epochOrder(epoch int) []int {
@@ -516,6 +575,9 @@ func (l *Loop) evaluate(ctx context.Context) error {
 // (step, micro)) and prunes old checkpoints.
 func (l *Loop) SaveCheckpoint() (string, error) {
 	st := l.State
+	if !l.lead() {
+		return "", nil // rank 0 writes the checkpoints
+	}
 	name := checkpoints.Name(st.Step, st.Micro)
 	if l.lastSaved == name {
 		return l.lastCkpt, nil
@@ -561,11 +623,15 @@ func (l *Loop) SaveCheckpoint() (string, error) {
 // finish saves the last checkpoint and the final adapter.
 func (l *Loop) finish(resumed string) (*Summary, error) {
 	st := l.State
+	final := filepath.Join(l.Job.Dir, "final")
+	if !l.lead() { // rank 0 writes the final adapter
+		return &Summary{Steps: st.Step, TotalSteps: l.Plan.TotalSteps, Loss: st.Loss, HasBest: st.HasBest, BestAUC: st.BestAUC,
+			BestStep: st.BestStep, Stopped: st.Stopped, ResumedFrom: resumed, FinalAdapter: final}, nil
+	}
 	ck, err := l.SaveCheckpoint()
 	if err != nil {
 		return nil, err
 	}
-	final := filepath.Join(l.Job.Dir, "final")
 	if err := saveAdapter(final, l.Job.LoRA, l.Job.BaseModel, l.params); err != nil {
 		return nil, err
 	}
@@ -660,6 +726,10 @@ func (l *Loop) restore(fp map[string]string) (string, error) {
 	var dir string
 	switch o.ResumeFromCheckpoint {
 	case "":
+		if !l.lead() && o.OverwriteOutputDir {
+			fresh() // rank 0 removes the earlier run
+			return "", nil
+		}
 		all, err := checkpoints.List(j.Dir)
 		if err != nil {
 			return "", err

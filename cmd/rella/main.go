@@ -23,6 +23,17 @@ type env struct {
 	stderr io.Writer
 	log    *slog.Logger
 	prog   string // the program as invoked, shell-quoted, for the commands rella prints back; "" = "rella"
+	// lookupEnv reads the launcher's variables (--shard auto, distributed
+	// training); nil = os.LookupEnv. Tests inject their own.
+	lookupEnv func(key string) (string, bool)
+}
+
+// getenv reads one environment variable through e.lookupEnv.
+func (e *env) getenv(key string) (string, bool) {
+	if e.lookupEnv != nil {
+		return e.lookupEnv(key)
+	}
+	return os.LookupEnv(key)
 }
 
 // command is one subcommand of rella.
@@ -49,7 +60,7 @@ func commands() []command {
 		initModelCommand(), logitsCommand(), gpuSelftestCommand(), gradsCommand(), convertCommand(),
 		tokenizeCommand(),
 		prepareCommand(), promptsCommand(), scoreCommand(),
-		embedCommand(), retrieveCommand(), trainCommand(), runCommand(), studyCommand(),
+		embedCommand(), retrieveCommand(), trainCommand(), runCommand(), studyCommand(), mergeCommand(),
 	}
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds

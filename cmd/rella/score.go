@@ -11,15 +11,18 @@ func scoreCommand() command {
 	return command{
 		name:    "score",
 		summary: "zero-shot P(Yes) for a split's prompts; writes OUTPUT_DIR/score/<split>-<recency|subr>[-<adapter>]/{predictions.jsonl,metrics.json}",
-		usage:   "rella score CONFIG|-c CONFIG [--split test|valid|train] [key=value ...]",
+		usage:   "rella score CONFIG|-c CONFIG [--split test|valid|train] [--shard I/N|auto [--shards N]] [key=value ...]",
 		examples: []string{
 			"rella score configs/quickstart.yaml",
 			"rella score configs/quickstart.yaml --split valid model.adapter=runs/quickstart/adapter",
+			"rella score -c configs/ml1m-zeroshot.yaml --shard 3/8   # one of 8 slices; rella merge when all 8 finished",
+			"rella score -c configs/ml1m-zeroshot.yaml --shard auto  # in a Slurm array task or Kubernetes Indexed Job",
 		},
 		run: func(ctx context.Context, e *env, args []string) error {
 			fs := newFlags("score")
 			cfg := configFlag(fs)
 			split := fs.String("split", "", "split to score: test, valid or train (default: evaluation.split; e.g. --split valid)")
+			sf := addShardFlags(fs)
 			r, err := loadRun(e, fs, cfg, args)
 			if err != nil {
 				return err
@@ -27,12 +30,13 @@ func scoreCommand() command {
 			if *split == "" {
 				*split = r.Cfg.Evaluation.Split
 			}
-			switch *split {
-			case "train", "valid", "test":
-			default:
-				return usageErrorf("--split must be train, valid or test, got %q", *split)
+			if err := checkSplit(*split); err != nil {
+				return err
 			}
-			release, err := claim(e, r, "score", args, needs{model: true})
+			if r.Shard, err = sf.resolve(e); err != nil {
+				return err
+			}
+			release, err := claimShard(e, r, "score", args, needs{model: true}, r.Shard)
 			if err != nil {
 				return err
 			}

@@ -48,14 +48,6 @@ func prepareCommand() command {
 		func(context.Context, *pipeline.Runner, *data.Dataset) error { return nil })
 }
 
-func embedCommand() command {
-	return datasetCommand("embed", "embed every item with the model (SUBR); writes OUTPUT_DIR/subr/item_embeddings.safetensors", needs{model: true},
-		func(ctx context.Context, r *pipeline.Runner, ds *data.Dataset) error {
-			_, err := r.Embed(ctx, ds)
-			return err
-		})
-}
-
 func retrieveCommand() command {
 	return datasetCommand("retrieve", "PCA the item embeddings and select every sample's SUBR top-K history", needs{},
 		func(ctx context.Context, r *pipeline.Runner, ds *data.Dataset) error { return r.Retrieve(ctx, ds) })
@@ -64,11 +56,13 @@ func retrieveCommand() command {
 func trainCommand() command {
 	return command{
 		name:    "train",
-		summary: "fine-tune LoRA adapters (ReiT), evaluate, and write the best adapter",
+		summary: "fine-tune LoRA adapters (ReiT), evaluate, and write the best adapter; data-parallel over the processes torchrun, srun or mpirun start",
 		usage:   "rella train CONFIG|-c CONFIG [--resume [--force]] [key=value ...]",
 		examples: []string{
 			"rella train configs/quickstart.yaml training.max_steps=50 output_dir=runs/try",
 			"rella train configs/quickstart.yaml training.max_steps=50 output_dir=runs/try --resume",
+			"torchrun --nproc-per-node 4 --no-python rella train -c configs/ml1m-reit.yaml --resume   # data-parallel: one process per GPU",
+			"srun --ntasks-per-node 4 --gpus-per-task 1 rella train -c configs/ml1m-reit.yaml --resume   # with MASTER_ADDR, MASTER_PORT exported",
 		},
 		run: func(ctx context.Context, e *env, args []string) error {
 			fs := newFlags("train")
@@ -81,11 +75,23 @@ func trainCommand() command {
 			if *force && !*resume {
 				return usageErrorf("--force only applies with --resume")
 			}
-			release, err := claim(e, r, "train", args, needs{model: true})
+			launch, err := launchOf(e)
+			if err != nil {
+				return err
+			}
+			release, err := claimRank(e, r, "train", args, needs{model: true}, launch)
 			if err != nil {
 				return err
 			}
 			defer release()
+			if launch.Size > 1 {
+				comm, err := connect(ctx, e, r, launch)
+				if err != nil {
+					return err
+				}
+				defer comm.Close()
+				r.Comm = comm
+			}
 			r.Force = *force
 			ds, err := r.Prepare(ctx)
 			if err != nil {
@@ -94,6 +100,9 @@ func trainCommand() command {
 			res, err := r.Train(ctx, ds, *resume)
 			if err != nil {
 				return interrupted(e, err, e.resumeLine("train", args))
+			}
+			if launch.Rank != 0 {
+				return nil // rank 0 prints the results
 			}
 			fmt.Fprint(e.stdout, (&pipeline.Summary{Rows: res}).Table())
 			return nil

@@ -11,7 +11,9 @@
 # exported too, as a cross-check). The merge job writes the same
 # predictions.jsonl and metrics.json an unsharded run writes. If a task
 # fails, submit again: finished shards are skipped. Keep the array 0-based
-# and without gaps or steps (--shard auto refuses those).
+# and without gaps or steps (--shard auto refuses those). A config with
+# retrieval.enabled (SUBR) needs the item embeddings first: run
+# `rella embed -c CONFIG` (or `embed --shard` tasks and a merge) before.
 #
 # Environment: RELLA (the command, default "rella"; e.g.
 # RELLA="apptainer exec --nv rella.sif rella"), SBATCH_* for sbatch defaults

@@ -39,10 +39,25 @@ type Holder struct {
 // process holds the lock the error wraps ErrHeld and names that process.
 // Acquire also proves the folder is writable before any work starts.
 func Acquire(dir, command string) (*Lock, error) {
+	return AcquireFile(dir, FileName, command)
+}
+
+// ShardFileName is the lock file of one shard of a sharded run
+// (.rella.lock.shard-00003-of-00008): N shards of one run write into the
+// same output folder at once, each into its own shard folders, so each
+// takes its own lock instead of the folder's; a second process running the
+// same shard is refused. Commands that write the folder's shared files
+// (merge, unsharded stages) take the folder lock.
+func ShardFileName(index, count int) string {
+	return fmt.Sprintf("%s.shard-%05d-of-%05d", FileName, index, count)
+}
+
+// AcquireFile is Acquire with the lock file dir/name.
+func AcquireFile(dir, name, command string) (*Lock, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("output folder %s: %w", dir, err)
 	}
-	path := filepath.Join(dir, FileName)
+	path := filepath.Join(dir, name)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("output folder %s is not writable: %w", dir, err)
@@ -55,7 +70,7 @@ func Acquire(dir, command string) (*Lock, error) {
 	if held {
 		h := readHolder(path)
 		f.Close()
-		return nil, fmt.Errorf("%w: %s is locked by %s; wait for it to finish or stop it, or use another output_dir", ErrHeld, dir, h)
+		return nil, fmt.Errorf("%w: %s is locked by %s; wait for it to finish or stop it, or use another output_dir", ErrHeld, path, h)
 	}
 	rec := fmt.Sprintf("pid %d\nsince %s\ncommand %s\n", os.Getpid(), time.Now().UTC().Format(time.RFC3339), oneLine(command))
 	if err := f.Truncate(0); err == nil {

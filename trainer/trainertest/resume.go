@@ -59,6 +59,9 @@ type Setup struct {
 	// LossScaling is passed to every run (the engine, after Wrap, must be
 	// an engine.LossScaler when it is enabled: see Overflow).
 	LossScaling trainer.LossScaling
+	// ReferenceRanks is copied into every run's Job (single process: the
+	// reduction order of a data-parallel run of that many ranks).
+	ReferenceRanks func(step int) int
 }
 
 // Cut is one interruption: the context is cancelled right after the
@@ -129,7 +132,7 @@ func Train(t testing.TB, s Setup, dir string, cuts ...Cut) Outcome {
 			o.ResumeFromCheckpoint = "auto"
 		}
 		job := trainer.Job{Engine: wrapped, Train: s.Train, Options: o, LoRA: s.LoRA, BaseModel: "test-model", Seed: s.Seed,
-			Dir: dir, Config: []byte("seed: 1\n"), Progress: io.Discard, Hooks: s.Hooks, LossScaling: s.LossScaling}
+			Dir: dir, Config: []byte("seed: 1\n"), Progress: io.Discard, Hooks: s.Hooks, LossScaling: s.LossScaling, ReferenceRanks: s.ReferenceRanks}
 		if s.Evaluate != nil {
 			ev := s.Evaluate(eng)
 			job.Evaluate = func(ctx context.Context) (metrics.Result, error) {
