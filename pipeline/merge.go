@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/rella-project/rella/internal/atomicfile"
+	"github.com/rella-project/rella/internal/progress"
 	"github.com/rella-project/rella/retrieval"
 	"io/fs"
 	"math"
@@ -64,7 +65,7 @@ func (r *Runner) MergeScores(ctx context.Context, ds *data.Dataset, split string
 		if err := os.Remove(filepath.Join(j.dir, partialFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, err
 		}
-		r.Log.Info("merge: done", "variant", j.v.Dir(), "shards", len(ms), "n", res.N, "auc", res.AUC, "logloss", res.LogLoss, "acc", res.Accuracy)
+		r.Log.Info("merge: done", "variant", j.v.Dir(), "shards", len(ms), "n", res.N, "auc", progress.Fixed(res.AUC, 4), "logloss", progress.Fixed(res.LogLoss, 4), "acc", progress.Fixed(res.Accuracy, 4)) // full precision: metrics.json
 		out = append(out, Result{Variant: j.v, Dir: j.dir, K: r.Cfg.Data.HistoryLen, Metrics: res})
 	}
 	return out, nil

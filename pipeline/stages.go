@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"github.com/rella-project/rella/internal/progress"
 
 	"github.com/rella-project/rella/cpu"
 	"github.com/rella-project/rella/data"
@@ -122,7 +123,7 @@ func (r *Runner) Score(ctx context.Context, ds *data.Dataset, split string, reus
 				}
 				r.Log.Info("score: shard done", "variant", j.v.Dir(), "shard", r.Shard.String(), "items", fmt.Sprintf("[%d,%d)", lo, hi), "of", len(samples))
 			} else {
-				r.Log.Info("score: done", "variant", j.v.Dir(), "split", split, "n", res.N, "auc", res.AUC, "logloss", res.LogLoss, "acc", res.Accuracy)
+				r.Log.Info("score: done", "variant", j.v.Dir(), "split", split, "n", res.N, "auc", progress.Fixed(res.AUC, 4), "logloss", progress.Fixed(res.LogLoss, 4), "acc", progress.Fixed(res.Accuracy, 4)) // full precision: metrics.json
 			}
 			j.res = &Result{Variant: j.v, Dir: dir, K: c.Data.HistoryLen, Metrics: res}
 		}
