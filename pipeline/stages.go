@@ -3,10 +3,10 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"github.com/rella-project/rella/internal/progress"
 
 	"github.com/rella-project/rella/cpu"
 	"github.com/rella-project/rella/data"
+	"github.com/rella-project/rella/internal/progress"
 	"github.com/rella-project/rella/lora"
 	"github.com/rella-project/rella/metrics"
 	"github.com/rella-project/rella/prompt"
