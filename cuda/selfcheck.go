@@ -111,9 +111,10 @@ func SelfTest(ctx context.Context, opts SelfTestOptions, w io.Writer, log *slog.
 	return nil
 }
 
-// checkModel runs the engine on a small checkpoint in f32 and in the
-// device's half type and compares with ForwardRef (and with reference.json,
-// llama2.c's logits, when it is there). It returns the number of failures.
+// checkModel runs the engine on a small checkpoint in f32 and in a half
+// type (SelfTestOptions.Precision when it is f16 or bf16, else the
+// device's natural one) and compares with ForwardRef (and with
+// reference.json, llama2.c's logits, when it is there). It returns the number of failures.
 func checkModel(ctx context.Context, opts SelfTestOptions, seed uint64, w io.Writer, log *slog.Logger) (int, error) {
 	m, err := model.Load(opts.ModelDir)
 	if err != nil {
@@ -159,8 +160,13 @@ func checkModel(ctx context.Context, opts SelfTestOptions, seed uint64, w io.Wri
 		}
 		fmt.Fprintln(w)
 	}
-	// "f32", then "" for the device's natural half type.
-	for _, prec := range []string{"f32", ""} {
+	// "f32", then the half type asked for (--precision f16 or bf16), else
+	// "" for the device's natural half type.
+	halfPrec := ""
+	if e, ok, _ := ParsePrecision(opts.Precision); ok && e != F32 {
+		halfPrec = opts.Precision
+	}
+	for _, prec := range []string{"f32", halfPrec} {
 		en, err := NewEngineWith(m, Options{Device: opts.Device, Precision: prec, MaxTokens: 600}, log)
 		if err != nil {
 			return failed, err

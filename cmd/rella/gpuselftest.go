@@ -25,7 +25,7 @@ func gpuSelftestCommand() command {
 			modelDir := fs.String("model", "", "small HF checkpoint to run end to end (e.g. the stories260K fixture)")
 			benchDir := fs.String("bench", "", "checkpoint with seqs.json (scripts/hf_bench.py) to time scoring on")
 			reps := fs.Int("reps", 5, "timed repetitions of the benchmark")
-			prec := fs.String("precision", "", "engine precision for the benchmark (default: bf16, or f16 before sm_80)")
+			prec := fs.String("precision", "", "engine precision for the benchmark and, when f16 or bf16, the half-type run of --model (default: bf16, or f16 before sm_80)")
 			rest, err := parseFlags(fs, args)
 			if err != nil {
 				return err
