@@ -216,3 +216,47 @@ func flat(ps []*engine.Param) []float32 {
 	}
 	return v
 }
+
+// TestDataParallelWithLossScaling: fp16 loss scaling under data-parallel
+// training. Each rank's scaled partial gradients may overflow on their own;
+// the ranks all-reduce first and then unscale and check the sum, so every
+// rank skips the same steps and takes the same scale. With 2 and 4
+// goroutine ranks (and a stop on one rank with a resume at another world
+// size) the run ends bit for bit as the single-process reference that
+// accumulates each step in the ranks' order, with steps skipped.
+func TestDataParallelWithLossScaling(t *testing.T) {
+	s, _ := overflowSetup(t, 65504, 2, true)
+	for _, c := range []struct {
+		name   string
+		phases []trainertest.Phase
+	}{
+		{"2 ranks", []trainertest.Phase{{World: 2, StopRank: -1}}},
+		{"4 ranks", []trainertest.Phase{{World: 4, StopRank: -1}}},
+		{"4 ranks, stop on rank 2, resume with 2", []trainertest.Phase{{World: 4, StopRank: 2, StopAfter: 4}, {World: 2, StopRank: -1}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			got, stops := trainertest.TrainParallel(t, s, filepath.Join(root, "dp"), nil, c.phases...)
+			ref := s
+			ref.ReferenceRanks = func(step int) int {
+				for i, at := range stops {
+					if step < at {
+						return c.phases[i].World
+					}
+				}
+				return c.phases[len(stops)].World
+			}
+			want := trainertest.Train(t, ref, filepath.Join(root, "reference"))
+			trainertest.Compare(t, want, got)
+			skipped := 0
+			for _, r := range readSteps(t, got.Dir) {
+				if r.Skipped {
+					skipped++
+				}
+			}
+			if skipped == 0 {
+				t.Errorf("no step was skipped; the test wants overflows under data parallelism")
+			}
+		})
+	}
+}

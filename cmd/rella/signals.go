@@ -10,7 +10,8 @@ import (
 
 // watchSignals turns the first SIGINT/SIGTERM into a graceful stop: it says
 // at once what will happen and cancels the commands' context, so training
-// finishes its micro-batch and saves a checkpoint. The second signal aborts
+// finishes its micro-batch (a data-parallel run: its step, where the ranks
+// agree to stop) and saves a checkpoint. The second signal aborts
 // at once through exit; checkpoints are written to a temporary folder and
 // renamed when complete, so the last complete one stays valid.
 func watchSignals(sigs <-chan os.Signal, cancel context.CancelCauseFunc, w io.Writer, exit func(code int)) {
@@ -18,7 +19,7 @@ func watchSignals(sigs <-chan os.Signal, cancel context.CancelCauseFunc, w io.Wr
 	if !ok {
 		return
 	}
-	fmt.Fprintf(w, "\nrella: %s: stopping after the current micro-batch (a training run saves a checkpoint first); %s again aborts at once\n",
+	fmt.Fprintf(w, "\nrella: %s: stopping after the current micro-batch (a data-parallel run: after the current step); training saves a checkpoint first; %s again aborts at once\n",
 		signalName(first), againHint(first))
 	cancel(fmt.Errorf("%s received", signalName(first)))
 	second, ok := <-sigs

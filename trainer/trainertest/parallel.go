@@ -59,7 +59,11 @@ func TrainParallel(t testing.TB, s Setup, dir string, rankDir RankDirs, phases .
 			var run engine.Trainer = eng
 			if r == ph.StopRank && ph.StopAfter > 0 {
 				calls := 0
-				run = &counting{Trainer: eng, calls: &calls, cancelAt: ph.StopAfter, cancel: cancel}
+				c := &counting{Trainer: eng, calls: &calls, cancelAt: ph.StopAfter, cancel: cancel}
+				run = c
+				if sc, ok := eng.(engine.LossScaler); ok {
+					run = &countingScaler{counting: c, scaler: sc}
+				}
 			}
 			o := s.Options
 			if i > 0 {
@@ -70,7 +74,7 @@ func TrainParallel(t testing.TB, s Setup, dir string, rankDir RankDirs, phases .
 				d = rankDir(r)
 			}
 			job := trainer.Job{Engine: run, Train: s.Train, Options: o, LoRA: s.LoRA, BaseModel: "test-model", Seed: s.Seed,
-				Dir: d, Config: []byte("seed: 1\n"), Progress: io.Discard, Hooks: s.Hooks, Comm: comms[r]}
+				Dir: d, Config: []byte("seed: 1\n"), Progress: io.Discard, Hooks: s.Hooks, LossScaling: s.LossScaling, Comm: comms[r]}
 			if s.Evaluate != nil {
 				job.Evaluate = s.Evaluate(eng)
 			}
