@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -43,6 +44,12 @@ func itemTexts(ds *data.Dataset) []string {
 // each appended to item_embeddings.safetensors.partial as it finishes, so
 // that an interrupted run continues from the chunks it finished.
 func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix, error) {
+	return r.embed(ctx, ds, slog.LevelInfo)
+}
+
+// embed is Embed; reuse is the level of the "up to date" line (Debug when a
+// later stage reuses the embeddings, where it would repeat on every stage).
+func (r *Runner) embed(ctx context.Context, ds *data.Dataset, reuse slog.Level) (*retrieval.Matrix, error) {
 	texts := itemTexts(ds)
 	fp, err := r.embeddingsFingerprint(texts)
 	if err != nil {
@@ -50,7 +57,7 @@ func (r *Runner) Embed(ctx context.Context, ds *data.Dataset) (*retrieval.Matrix
 	}
 	path := r.embeddingsPath()
 	if mat, err := retrieval.LoadEmbeddings(path); err == nil && mat.Check(fp) == nil && len(mat.Rows) == len(ds.Items) {
-		r.Log.Info("embed: embeddings are up to date, skipped", "path", path, "items", len(mat.Rows))
+		r.Log.Log(ctx, reuse, "embed: embeddings are up to date, skipped", "path", path, "items", len(mat.Rows))
 		return mat, nil
 	} else if err == nil {
 		r.Log.Info("embed: the saved embeddings were made from another model, device, dtype or item set; recomputing", "path", path)
@@ -241,7 +248,7 @@ func (p *embedPartial) append(rows [][]float32) error {
 // cosine, raw rows for dot) and their fingerprint, reusing
 // OUTPUT_DIR/subr/item_vectors.safetensors when it is up to date.
 func (r *Runner) itemVectors(ctx context.Context, ds *data.Dataset) ([][]float32, string, error) {
-	emb, err := r.Embed(ctx, ds)
+	emb, err := r.embed(ctx, ds, slog.LevelDebug)
 	if err != nil {
 		return nil, "", err
 	}

@@ -193,7 +193,8 @@ func (s *Selector) buildMatrix(ctx context.Context) error {
 	}
 	s.sim = sim
 	if s.log != nil {
-		s.log.Info("retrieval: item similarity matrix", "items", n, "dim", s.d, "elapsed", time.Since(start).Round(time.Millisecond))
+		took := time.Since(start)
+		s.log.Log(ctx, slowLevel(took), "retrieval: item similarity matrix", "items", n, "dim", s.d, "elapsed", took.Round(time.Millisecond))
 	}
 	return nil
 }
@@ -384,7 +385,7 @@ func (s *Selector) SelectAll(ctx context.Context, samples []data.Sample, k int) 
 		return nil, fmt.Errorf("retrieval: select: %w", err)
 	}
 	if s.log != nil {
-		s.log.Info("retrieval: selected histories", "samples", len(samples), "k", k, "matrix", s.sim != nil, "elapsed", time.Since(start).Round(time.Millisecond))
+		s.log.Log(ctx, slowLevel(time.Since(start)), "retrieval: selected histories", "samples", len(samples), "k", k, "matrix", s.sim != nil, "elapsed", time.Since(start).Round(time.Millisecond))
 	}
 	return sel, nil
 }
@@ -420,4 +421,14 @@ func (c *Cached) Select(smp data.Sample, k int, dst []int32) []int32 {
 		return append(dst[:0], c.sel.Row(i)...)
 	}
 	return c.fall.Select(smp, k, dst)
+}
+
+// slowLevel is the level of a timing line: Info when the work took a second
+// or more, else Debug (every stage that retrieves repeats the work, and
+// on small item sets the lines would only repeat themselves).
+func slowLevel(took time.Duration) slog.Level {
+	if took >= time.Second {
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
 }
