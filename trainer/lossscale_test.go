@@ -238,14 +238,7 @@ func TestDataParallelWithLossScaling(t *testing.T) {
 			root := t.TempDir()
 			got, stops := trainertest.TrainParallel(t, s, filepath.Join(root, "dp"), nil, c.phases...)
 			ref := s
-			ref.ReferenceRanks = func(step int) int {
-				for i, at := range stops {
-					if step < at {
-						return c.phases[i].World
-					}
-				}
-				return c.phases[len(stops)].World
-			}
+			ref.ReferenceRanks = phaseWorlds(c.phases, stops)
 			want := trainertest.Train(t, ref, filepath.Join(root, "reference"))
 			trainertest.Compare(t, want, got)
 			skipped := 0

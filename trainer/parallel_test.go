@@ -81,14 +81,7 @@ func TestDataParallelStopAndResume(t *testing.T) {
 			root := t.TempDir()
 			got, stops := trainertest.TrainParallel(t, s, filepath.Join(root, "dp"), nil, c.phases...)
 			ref := s
-			ref.ReferenceRanks = func(step int) int {
-				for i, at := range stops {
-					if step < at {
-						return c.phases[i].World
-					}
-				}
-				return c.phases[len(stops)].World
-			}
+			ref.ReferenceRanks = phaseWorlds(c.phases, stops)
 			want := trainertest.Train(t, ref, filepath.Join(root, "reference"))
 			trainertest.Compare(t, want, got)
 			t.Logf("stopped at steps %v", stops)
@@ -158,5 +151,18 @@ func TestDataParallelRefusesMidWindowCheckpoint(t *testing.T) {
 	}
 	if errs[1] == nil {
 		t.Error("rank 1 went on alone")
+	}
+}
+
+// phaseWorlds is Job.ReferenceRanks for a run in phases that stopped at
+// the given steps: the world size of the phase that ran each step.
+func phaseWorlds(phases []trainertest.Phase, stops []int) func(step int) int {
+	return func(step int) int {
+		for i, at := range stops {
+			if step < at {
+				return phases[i].World
+			}
+		}
+		return phases[len(stops)].World
 	}
 }
