@@ -10,9 +10,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
-	"sort"
+	"slices"
 	"syscall"
 
 	"github.com/rella-project/rella/internal/atomicfile"
@@ -169,14 +170,7 @@ func (f *File) Close() error {
 func (f *File) Path() string { return f.path }
 
 // Names returns the tensor names, sorted.
-func (f *File) Names() []string {
-	names := make([]string, 0, len(f.tensors))
-	for n := range f.tensors {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+func (f *File) Names() []string { return slices.Sorted(maps.Keys(f.tensors)) }
 
 // Info returns the description of the named tensor.
 func (f *File) Info(name string) (Info, bool) {

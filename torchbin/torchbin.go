@@ -17,10 +17,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/big"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -137,14 +138,7 @@ func (f *File) Path() string { return f.path }
 func (f *File) Format() string { return f.format }
 
 // Names returns the tensor names, sorted.
-func (f *File) Names() []string {
-	names := make([]string, 0, len(f.tensors))
-	for n := range f.tensors {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+func (f *File) Names() []string { return slices.Sorted(maps.Keys(f.tensors)) }
 
 // Info returns the description of the named tensor.
 func (f *File) Info(name string) (Info, bool) {
