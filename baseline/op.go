@@ -25,12 +25,12 @@ type op struct {
 	shape func(in []tensor.Shape) (tensor.Shape, error)
 	do    func(in []*tensor.Dense) (*tensor.Dense, error)
 	diff  func(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) // nil: not differentiable
-	wrt   []bool                                                       // inputs with a derivative
-	typ   hm.Type                                                      // set by apply from the inputs and the output shape
+	wrt   []bool                                                      // inputs with a derivative
+	typ   hm.Type                                                     // set by apply from the inputs and the output shape
 }
 
-func (o *op) Arity() int { return o.arity }
-func (o *op) Type() hm.Type { return o.typ }
+func (o *op) Arity() int            { return o.arity }
+func (o *op) Type() hm.Type         { return o.typ }
 func (o *op) ReturnsPtr() bool      { return false }
 func (o *op) CallsExtern() bool     { return false }
 func (o *op) OverwritesInput() int  { return -1 }
