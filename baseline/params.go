@@ -47,8 +47,8 @@ type initKind int
 
 const (
 	initZero   initKind = iota
-	initNormal      // N(0, 0.05²): embeddings
-	initGlorot      // uniform ±sqrt(6/(fan_in+fan_out)): weight matrices
+	initNormal          // N(0, 0.05²): embeddings
+	initGlorot          // uniform ±sqrt(6/(fan_in+fan_out)): weight matrices
 )
 
 // get returns the parameter called name, creating it with shape and initKind
