@@ -263,3 +263,20 @@ func (m *Model) Predict(ctx context.Context, samples []data.Sample) ([]float64, 
 
 // Close releases the model's graph.
 func (m *Model) Close() error { return m.eval.vm.Close() }
+
+// DisplayName is the model's name as the paper writes it.
+func DisplayName(model string) string {
+	switch model {
+	case "deepfm":
+		return "DeepFM"
+	case "dcnv2":
+		return "DCNv2"
+	case "din":
+		return "DIN"
+	case "sim":
+		return "SIM"
+	case "sasrec":
+		return "SASRec"
+	}
+	return model
+}

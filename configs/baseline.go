@@ -8,21 +8,21 @@ import (
 // Baseline configures `rella baseline`: the ID-based CTR models (DeepFM,
 // DCNv2, DIN, SIM, SASRec) trained with Adam on the config's splits.
 type Baseline struct {
-	Model           string  `yaml:"model"`            // deepfm | dcnv2 | din | sim | sasrec (--model overrides)
-	EmbeddingSize   int     `yaml:"embedding_size"`   // d, per ID field
-	Hidden          []int   `yaml:"hidden"`           // hidden sizes of the prediction MLP
-	AttentionHidden []int   `yaml:"attention_hidden"` // hidden sizes of DIN/SIM's attention unit
-	CrossLayers     int     `yaml:"cross_layers"`     // DCNv2's cross layers
-	Blocks          int     `yaml:"blocks"`           // SASRec's self-attention blocks
-	HistoryLen      int     `yaml:"history_len"`      // L, the recent behaviours in the sequence (the authors' CTR data keep 30)
-	RetrievalSize   int     `yaml:"retrieval_size"`   // SIM: behaviours retrieved from the long history
-	LearningRate    float64 `yaml:"learning_rate"`    // Adam's step size
-	WeightDecay     float64 `yaml:"weight_decay"`     // L2 on the MLP weights (not the embeddings), added to the gradient
-	BatchSize       int     `yaml:"batch_size"`       // samples per step
-	Epochs          int     `yaml:"epochs"`           // most epochs
-	Patience        int     `yaml:"patience"`         // stop after this many epochs without a better validation AUC
-	TrainSamples    int     `yaml:"train_samples"`    // N-shot: N training samples drawn as the ReiT mix draws them; 0 = all
-	Threads         int     `yaml:"threads"`          // CPU threads; 0 = all
+	Model           string  `yaml:"model" json:"model"`                       // deepfm | dcnv2 | din | sim | sasrec (--model overrides)
+	EmbeddingSize   int     `yaml:"embedding_size" json:"embedding_size"`     // d, per ID field
+	Hidden          []int   `yaml:"hidden" json:"hidden"`                     // hidden sizes of the prediction MLP
+	AttentionHidden []int   `yaml:"attention_hidden" json:"attention_hidden"` // hidden sizes of DIN/SIM's attention unit
+	CrossLayers     int     `yaml:"cross_layers" json:"cross_layers"`         // DCNv2's cross layers
+	Blocks          int     `yaml:"blocks" json:"blocks"`                     // SASRec's self-attention blocks
+	HistoryLen      int     `yaml:"history_len" json:"history_len"`           // L, the recent behaviours in the sequence (the authors' CTR data keep 30)
+	RetrievalSize   int     `yaml:"retrieval_size" json:"retrieval_size"`     // SIM: behaviours retrieved from the long history
+	LearningRate    float64 `yaml:"learning_rate" json:"learning_rate"`       // Adam's step size
+	WeightDecay     float64 `yaml:"weight_decay" json:"weight_decay"`         // L2 on the MLP weights (not the embeddings), added to the gradient
+	BatchSize       int     `yaml:"batch_size" json:"batch_size"`             // samples per step
+	Epochs          int     `yaml:"epochs" json:"epochs"`                     // most epochs
+	Patience        int     `yaml:"patience" json:"patience"`                 // stop after this many epochs without a better validation AUC
+	TrainSamples    int     `yaml:"train_samples" json:"train_samples"`       // N-shot: N training samples drawn as the ReiT mix draws them; 0 = all
+	Threads         int     `yaml:"threads" json:"threads"`                   // CPU threads; 0 = all
 }
 
 // BaselineModels lists the models `rella baseline` trains.
