@@ -5,7 +5,6 @@ import (
 	"strconv"
 
 	G "gorgonia.org/gorgonia"
-	"gorgonia.org/tensor"
 
 	"github.com/rella-project/rella/configs"
 )
@@ -126,11 +125,11 @@ func (b *builder) dcnV2() (*G.Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		c, err := G.HadamardProd(x0, xw)
+		c, err := mul(x0, xw)
 		if err != nil {
 			return nil, err
 		}
-		if x, err = G.Add(c, x); err != nil {
+		if x, err = add(c, x); err != nil {
 			return nil, err
 		}
 	}
@@ -139,7 +138,7 @@ func (b *builder) dcnV2() (*G.Node, error) {
 		if deep, err = b.linear(deep, "deep."+strconv.Itoa(i), h, true); err != nil {
 			return nil, err
 		}
-		if deep, err = G.Rectify(deep); err != nil {
+		if deep, err = relu(deep); err != nil {
 			return nil, err
 		}
 	}
@@ -200,7 +199,7 @@ func (b *builder) sasRec() (*G.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if h, err = G.Add(h, pos); err != nil {
+	if h, err = add(h, pos); err != nil {
 		return nil, err
 	}
 	for k := 0; k < b.cfg.Blocks; k++ {
@@ -215,20 +214,20 @@ func (b *builder) sasRec() (*G.Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		if h, err = G.Add(h, a); err != nil {
+		if h, err = add(h, a); err != nil {
 			return nil, err
 		}
 		ff, err := b.linear(h, name+".ffn1", D, true)
 		if err != nil {
 			return nil, err
 		}
-		if ff, err = G.Rectify(ff); err != nil {
+		if ff, err = relu(ff); err != nil {
 			return nil, err
 		}
 		if ff, err = b.linear(ff, name+".ffn2", D, true); err != nil {
 			return nil, err
 		}
-		if h, err = G.Add(h, ff); err != nil {
+		if h, err = add(h, ff); err != nil {
 			return nil, err
 		}
 	}
@@ -236,18 +235,11 @@ func (b *builder) sasRec() (*G.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	hq, err := G.HadamardProd(h, qr)
+	s, err := rowDot(h, qr)
 	if err != nil {
 		return nil, err
 	}
-	s, err := G.Sum(hq, 1)
-	if err != nil {
-		return nil, err
-	}
-	if s, err = G.Reshape(s, tensor.Shape{b.B, L}); err != nil {
-		return nil, err
-	}
-	w, err := maskedSoftmax(s, &b.n.bt.Len)
+	w, err := maskedSoftmax(s, &b.n.bt.Len, L)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +247,7 @@ func (b *builder) sasRec() (*G.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	match, err := G.HadamardProd(q, interest)
+	match, err := mul(q, interest)
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,7 @@ import (
 // gradients (custom ops and Gorgonia's matrix product, concatenation,
 // reshape and element-wise ops together) against central finite
 // differences of the float64 loss on a batch of synthetic samples, at a
-// random subset of entries of every parameter. Tolerances as in
+// random subset of entries of every larger parameter and every entry of the small ones. Tolerances as in
 // checkGradients; ReLU kinks are avoided by the tiny step (1e-6).
 func TestModelGradientsFiniteDifferences(t *testing.T) {
 	ds := synthML1M(t)
@@ -22,7 +22,7 @@ func TestModelGradientsFiniteDifferences(t *testing.T) {
 	for _, name := range configs.BaselineModels {
 		t.Run(name, func(t *testing.T) {
 			cfg := smallConfig(name)
-			cfg.EmbeddingSize, cfg.Hidden, cfg.AttentionHidden, cfg.HistoryLen, cfg.RetrievalSize = 3, []int{5}, []int{4}, 4, 3
+			cfg.EmbeddingSize, cfg.Hidden, cfg.AttentionHidden, cfg.HistoryLen, cfg.RetrievalSize = 3, []int{5}, []int{4, 3}, 4, 3
 			f, err := NewFeatures(ds, ds.Train, cfg.HistoryLen)
 			if err != nil {
 				t.Fatal(err)
@@ -33,6 +33,16 @@ func TestModelGradientsFiniteDifferences(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer n.vm.Close()
+			// Zero biases put ReLU inputs exactly at the kink (a row whose
+			// hidden units are all off feeds the next layer its bias alone),
+			// where finite differences average the two sides: start every
+			// parameter off zero.
+			noise := rand.New(rand.NewPCG(5, 6))
+			for _, q := range p.List() {
+				for j, w := range q.Value.Data().([]float64) {
+					q.Value.Data().([]float64)[j] = w + 0.1*noise.NormFloat64()
+				}
+			}
 			samples := ds.Train[len(ds.Train)-6:] // late samples: long histories (SIM retrieves from them)
 			grads := make([][]float64, len(n.params))
 			if _, err := n.step(f, p, samples, grads); err != nil {
@@ -67,6 +77,12 @@ func TestModelGradientsFiniteDifferences(t *testing.T) {
 					t.Errorf("%s: no gradient reaches it", q.Name)
 				}
 				picks := []int{rng.IntN(len(w))} // one anywhere (usually 0 in a table)
+				if len(w) <= 64 {                // small tensors: every entry
+					picks = picks[:0]
+					for j := range w {
+						picks = append(picks, j)
+					}
+				}
 				for k := 0; k < 4 && len(nonzero) > 0; k++ {
 					picks = append(picks, nonzero[rng.IntN(len(nonzero))])
 				}

@@ -117,7 +117,10 @@ func TestAddBiasGradient(t *testing.T) {
 func TestMaskedSoftmaxGradient(t *testing.T) {
 	lens := []int32{4, 1, 0, 2}
 	checkGradients(t, []tensor.Shape{{4, 4}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
-		return maskedSoftmax(in[0], &lens)
+		return maskedSoftmax(in[0], &lens, 4)
+	})
+	checkGradients(t, []tensor.Shape{{16, 1}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
+		return maskedSoftmax(in[0], &lens, 4) // scores as a column, as the attention unit gives them
 	})
 }
 
@@ -126,7 +129,7 @@ func TestMaskedSoftmaxForward(t *testing.T) {
 	s := tensor.New(tensor.WithShape(2, 3), tensor.WithBacking([]float64{0, math.Log(3), 100, 1, 2, 3}))
 	g := G.NewGraph()
 	n := G.NodeFromAny(g, s)
-	p, err := maskedSoftmax(n, &lens)
+	p, err := maskedSoftmax(n, &lens, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,4 +250,18 @@ func TestSelfAttentionIsCausal(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestConcatColsGradient(t *testing.T) {
+	checkGradients(t, []tensor.Shape{{3, 2}, {3, 1}, {3, 4}}, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) {
+		return concatCols(in...)
+	})
+}
+
+func TestElementwiseGradients(t *testing.T) {
+	two := []tensor.Shape{{4, 3}, {4, 3}}
+	checkGradients(t, two, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) { return add(in[0], in[1]) })
+	checkGradients(t, two, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) { return mul(in[0], in[1]) })
+	checkGradients(t, two, func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) { return rowDot(in[0], in[1]) })
+	checkGradients(t, two[:1], func(g *G.ExprGraph, in []*G.Node) (*G.Node, error) { return relu(in[0]) })
 }

@@ -45,7 +45,7 @@ func smallConfig(model string) configs.Baseline {
 	c.Model = model
 	c.EmbeddingSize = 8
 	c.Hidden = []int{32, 16}
-	c.AttentionHidden = []int{16}
+	c.AttentionHidden = []int{16, 8}
 	c.CrossLayers = 2
 	c.HistoryLen = 10
 	c.RetrievalSize = 5
