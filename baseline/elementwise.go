@@ -35,9 +35,21 @@ func add(a, b *G.Node) (*G.Node, error) {
 }
 
 func addKernel[T float](o []T, x [][]T) {
-	for i := range o {
-		o[i] = x[0][i] + x[1][i]
+	chunks(len(o), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			o[i] = x[0][i] + x[1][i]
+		}
+	})
+}
+
+// chunks runs f over [0,n) on all cores when n is large enough to pay for
+// the goroutines (element-wise kernels: each index written by one).
+func chunks(n int, f func(lo, hi int)) {
+	if n < 1<<15 {
+		f(0, n)
+		return
 	}
+	parallel(n, f)
 }
 
 // mul is the element-wise product a ∘ b (same shapes).
@@ -59,9 +71,11 @@ func mul(a, b *G.Node) (*G.Node, error) {
 }
 
 func mulKernel[T float](o []T, x [][]T) {
-	for i := range o {
-		o[i] = x[0][i] * x[1][i]
-	}
+	chunks(len(o), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			o[i] = x[0][i] * x[1][i]
+		}
+	})
 }
 
 // relu is max(x, 0); its derivative is taken as 0 at 0.
@@ -83,19 +97,21 @@ func relu(x *G.Node) (*G.Node, error) {
 }
 
 func reluKernel[T float](o []T, x [][]T) {
-	for i, v := range x[0] {
-		if v > 0 {
-			o[i] = v
+	chunks(len(o), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			o[i] = max(x[0][i], 0)
 		}
-	}
+	})
 }
 
 func reluGradKernel[T float](o []T, x [][]T) {
-	for i, y := range x[0] {
-		if y > 0 {
-			o[i] = x[1][i]
+	chunks(len(o), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if x[0][i] > 0 {
+				o[i] = x[1][i]
+			}
 		}
-	}
+	})
 }
 
 // rowDot is the dot product of matching rows: a, b [n, d] -> [n, 1].

@@ -101,8 +101,9 @@ type Features struct {
 	Search     int      // index of the item field SIM's hard search matches
 
 	ds      *data.Dataset
-	userIDs []int32 // [len(ds.Users) * len(UserVocabs)]
-	itemIDs []int32 // [len(ds.Items) * len(ItemVocabs)]
+	rateIDs map[float32]int32 // Ratings' indices by value
+	userIDs []int32           // [len(ds.Users) * len(UserVocabs)]
+	itemIDs []int32           // [len(ds.Items) * len(ItemVocabs)]
 }
 
 // NewFeatures builds the vocabularies on the training samples train: the
@@ -158,6 +159,14 @@ func NewFeatures(ds *data.Dataset, train []data.Sample, histLen int) (*Features,
 			f.ItemVocabs[i].add(sp.get(&ds.Items[it]))
 		}
 	}
+	f.rateIDs = map[float32]int32{}
+	for i, v := range f.Ratings.Values()[1:] {
+		r, err := strconv.ParseFloat(v, 32)
+		if err != nil {
+			return nil, fmt.Errorf("baseline: rating %q: %w", v, err)
+		}
+		f.rateIDs[float32(r)] = int32(i + 1)
+	}
 	// Look-up tables for every user and item of the dataset.
 	f.userIDs = make([]int32, len(ds.Users)*len(us))
 	for u := range ds.Users {
@@ -178,6 +187,9 @@ func NewFeatures(ds *data.Dataset, train []data.Sample, histLen int) (*Features,
 }
 
 func ratingKey(r float32) string { return strconv.FormatFloat(float64(r), 'g', -1, 32) }
+
+// RatingID returns the index of a rating value (0 when unseen in training).
+func (f *Features) RatingID(r float32) int32 { return f.rateIDs[r] }
 
 // UserFields and ItemFields count the fields.
 func (f *Features) UserFields() int { return len(f.UserVocabs) }
@@ -258,7 +270,7 @@ func (f *Features) Fill(bt *Batch, samples []data.Sample) error {
 			for i := range bt.Hist {
 				bt.Hist[i][b*bt.L+t] = f.ItemID(e.Item, i)
 			}
-			bt.HistRate[b*bt.L+t] = f.Ratings.ID(ratingKey(e.Rating))
+			bt.HistRate[b*bt.L+t] = f.RatingID(e.Rating)
 		}
 		bt.Len[b] = int32(len(recent))
 		bt.longStart[b] = int32(start)

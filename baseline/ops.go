@@ -105,9 +105,14 @@ func addBias(x, b *G.Node) (*G.Node, error) {
 
 func addBiasKernel[T float](o []T, x [][]T) {
 	h := len(x[1])
-	for i, v := range x[0] {
-		o[i] = v + x[1][i%h]
-	}
+	chunks(len(o)/h, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			row, out := x[0][r*h:(r+1)*h], o[r*h:(r+1)*h]
+			for i, v := range row {
+				out[i] = v + x[1][i]
+			}
+		}
+	})
 }
 
 func colSumKernel[T float](o []T, x [][]T) {

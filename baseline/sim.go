@@ -134,7 +134,7 @@ func (n *net) retrieve(f *Features, p *Params) {
 				for i := range si.Ret {
 					si.Ret[i][r*K+t] = f.ItemID(e.Item, i)
 				}
-				si.Rate[r*K+t] = f.Ratings.ID(ratingKey(e.Rating))
+				si.Rate[r*K+t] = f.RatingID(e.Rating)
 			}
 			si.Len[r] = int32(len(pos))
 		}
