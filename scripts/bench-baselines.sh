@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark: every ID-based CTR baseline (rella baseline) on the shared real
 # data: ML-1M (ratings of users 1-2999) with configs/ml1m-baselines.yaml and
-# the BookCrossing sample with configs/bookcrossing-baselines.yaml. For each
+# the BookCrossing sample with configs/bookcrossing-baselines.yaml (its parts
+# join into only 57 samples: a smoke test, not a measurement) and the ML-25M
+# sample (users 1-74) with configs/ml25m-baselines.yaml. For each
 # model: test AUC, log loss, accuracy (from metrics.json), best epoch, wall
 # time and peak RSS (GNU time -v). Prints a Markdown table.
 #
-# usage: scripts/bench-baselines.sh [ml1m|bookcrossing|all] [model ...]
+# usage: scripts/bench-baselines.sh [ml1m|bookcrossing|ml25m|all] [model ...]
 # env:   RELLA_SHARED (default ../shared), OUT (default a temporary folder, kept)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,4 +50,7 @@ ml1m | all) run ml1m configs/ml1m-baselines.yaml "$shared/data/ml-1m" ;;
 esac
 case $which in
 bookcrossing | all) run bookcrossing configs/bookcrossing-baselines.yaml "$shared/data/bookcrossing-sample" ;;
+esac
+case $which in
+ml25m | all) run ml25m configs/ml25m-baselines.yaml "$shared/data/ml-25m-sample" ;;
 esac
