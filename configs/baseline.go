@@ -22,7 +22,6 @@ type Baseline struct {
 	Epochs          int     `yaml:"epochs" json:"epochs"`                     // most epochs
 	Patience        int     `yaml:"patience" json:"patience"`                 // stop after this many epochs without a better validation AUC
 	TrainSamples    int     `yaml:"train_samples" json:"train_samples"`       // N-shot: N training samples drawn as the ReiT mix draws them; 0 = all
-	Threads         int     `yaml:"threads" json:"threads"`                   // CPU threads; 0 = all
 }
 
 // BaselineModels lists the models `rella baseline` trains.
@@ -92,9 +91,6 @@ func (b Baseline) Validate() error {
 	}
 	if b.TrainSamples < 0 {
 		bad("train_samples", "must not be negative (0 = all), got %d", b.TrainSamples)
-	}
-	if b.Threads < 0 {
-		bad("threads", "must not be negative (0 = all cores), got %d", b.Threads)
 	}
 	return errors.Join(errs...)
 }

@@ -9,7 +9,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 
 	"github.com/rella-project/rella/baseline"
@@ -47,9 +46,6 @@ func (r *Runner) Baseline(ctx context.Context, ds *data.Dataset, split string, r
 			r.Log.Info("baseline: finished with these settings; reused (--resume)", "dir", dir)
 			return Result{Variant: v, Dir: dir, K: old.K, Metrics: old.Result, Reused: true}, nil
 		}
-	}
-	if bc.Threads > 0 {
-		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(bc.Threads))
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Result{}, fmt.Errorf("baseline: %w", err)
