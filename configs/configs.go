@@ -40,6 +40,7 @@ type Config struct {
 	Retrieval  retrieval.Options `yaml:"retrieval"`
 	Evaluation Evaluation        `yaml:"evaluation"`
 	Generate   Generate          `yaml:"generate"`
+	Baseline   Baseline          `yaml:"baseline"` // the ID-based CTR baselines (`rella baseline`)
 }
 
 // Model says which checkpoint to load and where to run it.
@@ -100,6 +101,7 @@ func Default() Config {
 		Retrieval:  retrieval.DefaultOptions(),
 		Evaluation: Evaluation{Split: "test"},
 		Generate:   Generate{DataUsers: 120, DataItems: 150, Hidden: 64, Layers: 2, Heads: 4, KVHeads: 2, FFN: 172, InitStd: 0.02},
+		Baseline:   DefaultBaseline(),
 	}
 }
 
@@ -147,7 +149,7 @@ func (c *Config) Validate() error {
 	if c.Generate.Model && (c.Generate.Hidden < 1 || c.Generate.Layers < 1 || c.Generate.Heads < 1 || c.Generate.KVHeads < 1 || c.Generate.FFN < 1 || !(c.Generate.InitStd > 0)) {
 		errs = append(errs, errors.New("generate.hidden: generate.hidden, layers, heads, kv_heads and intermediate must be positive"))
 	}
-	for _, v := range []interface{ Validate() error }{c.Data, c.Prompt, c.LoRA, c.Training, c.Retrieval} {
+	for _, v := range []interface{ Validate() error }{c.Data, c.Prompt, c.LoRA, c.Training, c.Retrieval, c.Baseline} {
 		if err := v.Validate(); err != nil {
 			errs = append(errs, err)
 		}

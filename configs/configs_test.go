@@ -245,3 +245,42 @@ func TestV100Preset(t *testing.T) {
 		t.Errorf("training/data/lora differ from ml1m-reit")
 	}
 }
+
+// The baseline section is checked like the others: unknown keys and bad
+// values name the file, line and key; lists override the defaults whole.
+func TestBaselineSection(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		want []string
+	}{
+		{"baseline:\n  model: din\n  embeding_size: 8\n", []string{":3:", "unknown key baseline.embeding_size", "did you mean baseline.embedding_size"}},
+		{"baseline:\n  model: gbdt\n", []string{":2:", "baseline.model", "deepfm, dcnv2, din, sim, sasrec"}},
+		{"baseline:\n  hidden: [64, 0]\n", []string{":2:", "baseline.hidden"}},
+		{"baseline:\n  learning_rate: 0\n", []string{":2:", "baseline.learning_rate"}},
+		{"baseline:\n  epochs: many\n", []string{":2:", "baseline.epochs", "want an integer"}},
+	} {
+		p := writeConfig(t, c.body)
+		_, err := Load(p, nil)
+		if err == nil {
+			t.Errorf("%q: no error", c.body)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%q: error %q does not contain %q", c.body, err, w)
+			}
+		}
+	}
+	c, err := Load("ml1m-baselines", []string{"baseline.hidden=[64]", "baseline.model=din"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Baseline.Hidden) != 1 || c.Baseline.Hidden[0] != 64 || c.Baseline.Model != "din" || c.Baseline.HistoryLen != 30 {
+		t.Errorf("ml1m-baselines with overrides: %+v", c.Baseline)
+	}
+	for _, n := range []string{"ml1m-baselines", "bookcrossing-baselines", "ml25m-baselines"} {
+		if _, err := Load(n, nil); err != nil {
+			t.Errorf("preset %s: %v", n, err)
+		}
+	}
+}

@@ -18,7 +18,7 @@ import (
 
 // cacheVersion changes whenever the way samples are built changes, so that
 // an older cache is rebuilt rather than reused.
-const cacheVersion = "rella-data-v2" // v2: BookCrossing files already in UTF-8 are read as UTF-8
+const cacheVersion = "rella-data-v3" // v2: BookCrossing files already in UTF-8 are read as UTF-8; v3: ML-1M users keep their zip code
 
 // CacheFile is the name of the cache Prepare keeps in its cache folder.
 const CacheFile = "dataset.gob"

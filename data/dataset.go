@@ -19,6 +19,7 @@ type User struct {
 	Gender     string // "male" or "female" (ML-1M)
 	Age        string // age text or bucket ("25-34", "unknown")
 	Occupation string // occupation text (ML-1M)
+	Zip        string // zip code as in users.dat (ML-1M; the prompts do not show it, the ID baselines use it)
 	Location   string // country (BookCrossing)
 }
 

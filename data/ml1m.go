@@ -122,7 +122,7 @@ func readML1MUsers(ctx context.Context, path string, opts Options, rep *Report) 
 		}
 		fr.fr.Records++
 		idx[id] = int32(len(users))
-		users = append(users, User{ID: id, Gender: gender, Age: age, Occupation: ml1mOccupations[occ]})
+		users = append(users, User{ID: id, Gender: gender, Age: age, Occupation: ml1mOccupations[occ], Zip: latin1(f[4])})
 		return nil
 	})
 	rep.UsersRead = len(users)

@@ -44,3 +44,19 @@ func TestML1MSharedCounts(t *testing.T) {
 		t.Errorf("samples digest %s, want %s", got, want)
 	}
 }
+
+func TestML1MUsersKeepZip(t *testing.T) {
+	dir := testenv.Shared(t, "data/ml-1m")
+	opts := DefaultOptions()
+	opts.Dir = dir
+	ds, _, err := Load(context.Background(), opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// users.dat line 1: 1::F::1::10::48067; line 2: 2::M::56::16::70072
+	for i, want := range []string{"48067", "70072"} {
+		if got := ds.Users[i].Zip; got != want {
+			t.Errorf("user %s zip %q, want %q", ds.Users[i].ID, got, want)
+		}
+	}
+}

@@ -12,9 +12,11 @@ import (
 	"regexp"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/rella-project/rella/baseline"
 	"github.com/rella-project/rella/metrics"
 )
 
@@ -33,12 +35,21 @@ type Variant struct {
 	History   string // HistoryRecency or HistorySUBR
 	Adapter   string // model.adapter for the score stage; "" for the base model
 	FineTuned bool   // the train stage's own adapter
+	Baseline  string // an ID baseline's model (Stage "baseline"): deepfm, dcnv2, din, sim, sasrec
+	N         int    // the baseline's drawn training samples (baseline.train_samples; 0 = all)
 }
 
 // Dir is the variant's folder name: <split>-<history>, followed for an
 // adapter given by model.adapter by -<tag> (the adapter folder's parent and
 // base names, e.g. test-subr-quickstart-adapter).
 func (v Variant) Dir() string {
+	if v.Baseline != "" {
+		d := v.Split + "-" + v.Baseline
+		if v.N > 0 {
+			d += "-n" + strconv.Itoa(v.N)
+		}
+		return d
+	}
 	d := v.Split + "-" + v.History
 	if v.Adapter != "" && !v.FineTuned {
 		d += "-" + AdapterTag(v.Adapter)
@@ -48,6 +59,12 @@ func (v Variant) Dir() string {
 
 // Name is the variant as the summary table shows it.
 func (v Variant) Name() string {
+	if v.Baseline != "" {
+		if v.N > 0 {
+			return fmt.Sprintf("%s (ID baseline, N=%d)", baseline.DisplayName(v.Baseline), v.N)
+		}
+		return baseline.DisplayName(v.Baseline) + " (ID baseline)"
+	}
 	h := "recency top-K"
 	if v.History == HistorySUBR {
 		h = "SUBR"
@@ -89,7 +106,7 @@ func AdapterTag(dir string) string {
 type Record struct {
 	Result      metrics.Result    `json:"-"`
 	Variant     string            `json:"variant"` // the summary's row name
-	Stage       string            `json:"stage"`   // score | train
+	Stage       string            `json:"stage"`   // score | train | baseline
 	Split       string            `json:"split"`
 	History     string            `json:"history"` // recency | subr
 	K           int               `json:"k"`       // data.history_len

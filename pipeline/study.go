@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 
+	"github.com/rella-project/rella/baseline"
+	"github.com/rella-project/rella/configs"
 	"github.com/rella-project/rella/experiments"
 )
 
@@ -16,13 +20,27 @@ import (
 //   - param "N": the fine-tuned test AUC for each number of drawn training
 //     samples in values (retrieval.train_type decides ReiT or an ablation).
 //
+// With baselines (param N only), each listed ID baseline (e.g. "sim") is
+// trained on the same N drawn samples (baseline.train_samples = N, the
+// ReiT draw) and its test AUC joins the table and plot, as the paper's
+// Figure 7 puts SIM beside ReLLa; its results go to
+// OUTPUT_DIR/study/N-<value>/baseline/test-<model>-n<value>/.
+//
 // Each value runs in OUTPUT_DIR/study/<param>-<value> (with its results
 // in the folders a run has: score/<split>-<history>/, train/test-<history>/);
 // all share one set of item embeddings under OUTPUT_DIR/subr. With resume,
 // results whose fingerprint matches the current settings are reused.
-func (r *Runner) Study(ctx context.Context, param string, values []int, resume bool) ([]experiments.Row, error) {
+func (r *Runner) Study(ctx context.Context, param string, values []int, resume bool, baselines ...string) ([]experiments.Row, error) {
 	if param != experiments.ParamK && param != experiments.ParamN {
 		return nil, fmt.Errorf("study: param must be %s or %s, got %q", experiments.ParamK, experiments.ParamN, param)
+	}
+	if len(baselines) > 0 && param != experiments.ParamN {
+		return nil, fmt.Errorf("study: baselines go beside the N study only (param %s)", experiments.ParamN)
+	}
+	for _, b := range baselines {
+		if !slices.Contains(configs.BaselineModels, b) {
+			return nil, fmt.Errorf("study: unknown baseline %q (want one of %s)", b, strings.Join(configs.BaselineModels, ", "))
+		}
 	}
 	if len(values) == 0 {
 		return nil, fmt.Errorf("study: no values")
@@ -73,6 +91,14 @@ func (r *Runner) Study(ctx context.Context, param string, values []int, resume b
 				}
 				rows = append(rows, experiments.Row{Param: param, X: v, Variant: "fine-tuned (" + c.Retrieval.TrainType + ", " + h + " prompts)", AUC: m.Metrics.AUC})
 				info.N = m.Metrics.N
+			}
+			for _, b := range baselines {
+				c.Baseline.Model, c.Baseline.TrainSamples = b, v
+				res, err := sub.Baseline(ctx, ds, "test", resume)
+				if err != nil {
+					return nil, fmt.Errorf("study %s=%d: baseline %s: %w", param, v, b, err)
+				}
+				rows = append(rows, experiments.Row{Param: param, X: v, Variant: baseline.DisplayName(b) + " (ID baseline)", AUC: res.Metrics.AUC})
 			}
 		}
 	}

@@ -61,6 +61,7 @@ func commands() []command {
 		tokenizeCommand(),
 		prepareCommand(), promptsCommand(), scoreCommand(),
 		embedCommand(), retrieveCommand(), trainCommand(), runCommand(), studyCommand(), mergeCommand(),
+		baselineCommand(),
 	}
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	return cmds
