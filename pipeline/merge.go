@@ -117,6 +117,7 @@ func (r *Runner) embedShardsRoot() string { return filepath.Dir(r.embeddingsPath
 // of the current model, device, dtype and items. MergeEmbeddings puts the
 // shards together.
 func (r *Runner) EmbedShard(ctx context.Context, ds *data.Dataset, sp shard.Spec) error {
+	sp.Unit = embedChunk // the chunks (and so the batches) of an unsharded run
 	texts := itemTexts(ds)
 	fp, err := r.embeddingsFingerprint(texts)
 	if err != nil {

@@ -25,11 +25,25 @@ type Scorer struct {
 }
 
 // PYes scores token sequences (prompts already wrapped and encoded, BOS
-// first). Sequences are run in batches sorted by length, so that little
-// padding is wasted, and the results come back in the input order.
+// first). The sequences are taken in windows of Window() consecutive ones;
+// within a window they run in batches sorted by length, so that little
+// padding is wasted. The results come back in the input order. A window
+// never spans another, so a shard whose slice starts at a window boundary
+// runs exactly the batches of an unsharded run and gets the same bits from
+// any engine (BLAS and cuBLAS results may depend on a batch's shape).
 func (s *Scorer) PYes(ctx context.Context, seqs [][]int, desc string) ([]float64, error) {
 	return s.pYes(ctx, seqs, desc, nil, nil)
 }
+
+// windowBatches is how many batches a window of PYes sorts by length:
+// enough that the batches of prompts with similar lengths waste little
+// padding, small enough that shards of a split cut at window boundaries
+// stay even.
+const windowBatches = 8
+
+// Window is how many consecutive sequences PYes sorts by length together:
+// windowBatches batches (the last window of a pass may be shorter).
+func (s *Scorer) Window() int { return windowBatches * max(s.BatchSize, 1) }
 
 // pYes is PYes continuing an interrupted pass: known holds the results that
 // pass saved (index -> P(Yes)); the batches it finished are not run again
@@ -40,7 +54,11 @@ func (s *Scorer) pYes(ctx context.Context, seqs [][]int, desc string, known map[
 	for i := range order {
 		order[i] = i
 	}
-	sort.SliceStable(order, func(a, b int) bool { return len(seqs[order[a]]) < len(seqs[order[b]]) })
+	w := s.Window()
+	for lo := 0; lo < len(order); lo += w {
+		win := order[lo:min(lo+w, len(order))]
+		sort.SliceStable(win, func(a, b int) bool { return len(seqs[win[a]]) < len(seqs[win[b]]) })
+	}
 	p := make([]float64, len(seqs))
 	bs := max(s.BatchSize, 1)
 	done := 0

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -26,7 +27,7 @@ func shardFixture(t *testing.T, dir, out string, sp *shard.Spec) *Runner {
 	c.Data.Dir, c.Model.Path = filepath.Join(dir, "source"), filepath.Join(dir, "model")
 	c.Data.HistoryLen = 3
 	c.Data.MaxEvalSamples = 37
-	c.Model.BatchSize = 4
+	c.Model.BatchSize = 2 // windows of 16 prompts: the 3 shards hold 16, 16 and 5
 	c.Retrieval.BatchSize = 16
 	r.Shard = sp
 	return r
@@ -161,3 +162,57 @@ func TestShardedEmbeddingMergesToTheUnshardedRun(t *testing.T) {
 }
 
 func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// shapeEngine scores like an engine whose arithmetic depends on the shape
+// of the batch (OpenBLAS and cuBLAS pick kernels and blockings by shape):
+// a sequence's logit is its length plus a tiny term of the batch's size
+// and longest sequence, so the same prompt in another batch gets other bits.
+type shapeEngine struct{}
+
+func (shapeEngine) LastLogits(_ context.Context, seqs [][]int, _ []int) ([][]float32, error) {
+	longest := 0
+	for _, s := range seqs {
+		longest = max(longest, len(s))
+	}
+	out := make([][]float32, len(seqs))
+	for i, s := range seqs {
+		out[i] = []float32{0, float32(len(s))/40 + float32(len(seqs)*1000+longest)*1e-6}
+	}
+	return out, nil
+}
+func (shapeEngine) MeanHidden(context.Context, [][]int) ([][]float32, error) { return nil, nil }
+func (shapeEngine) Close() error                                             { return nil }
+
+// Shards cut at the scorer's windows (Spec.Unit = Scorer.Window) run the
+// very batches of the unsharded pass, so even an engine whose results
+// depend on the batch's shape gives the same bits; cut anywhere else
+// (Unit 1) the same engine gives other bits, which is what the unit is for.
+func TestShardsAtWindowsRunTheUnshardedBatches(t *testing.T) {
+	seqs := make([][]int, 203)
+	for i := range seqs {
+		seqs[i] = make([]int, 5+(i*37)%23)
+	}
+	sc := &Scorer{Engine: shapeEngine{}, BatchSize: 4}
+	want, err := sc.PYes(context.Background(), seqs, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sharded := func(unit int) []float64 {
+		var got []float64
+		for i := 0; i < 5; i++ {
+			lo, hi := shard.Spec{Index: i, Count: 5, Unit: unit}.Range(len(seqs))
+			p, err := sc.PYes(context.Background(), seqs[lo:hi], "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, p...)
+		}
+		return got
+	}
+	if got := sharded(sc.Window()); !slices.Equal(got, want) {
+		t.Errorf("shards cut at windows of %d differ from the unsharded pass", sc.Window())
+	}
+	if got := sharded(1); slices.Equal(got, want) {
+		t.Errorf("shards cut anywhere gave the same bits: the engine does not show the shape dependence this test needs")
+	}
+}

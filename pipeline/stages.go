@@ -62,18 +62,23 @@ func (r *Runner) Score(ctx context.Context, ds *data.Dataset, split string, reus
 		return nil, err
 	}
 	lo, hi := 0, len(samples)
+	var sp shard.Spec
 	if r.Shard != nil {
-		lo, hi = r.Shard.Range(len(samples))
+		// cut at the scorer's windows: the shard runs the batches an
+		// unsharded run runs, so the merged predictions are the same bits
+		sp = *r.Shard
+		sp.Unit = (&Scorer{BatchSize: c.Model.BatchSize}).Window()
+		lo, hi = sp.Range(len(samples))
 	}
 	for _, j := range jobs {
 		if r.Shard != nil {
-			m, done, err := shard.Done(j.dir, *r.Shard, len(samples), j.rec.Fingerprint, predictionOutputs)
+			m, done, err := shard.Done(j.dir, sp, len(samples), j.rec.Fingerprint, predictionOutputs)
 			if err != nil {
 				return nil, fmt.Errorf("score %s shard %s: %w", j.v.Dir(), r.Shard, err)
 			}
 			if done {
 				r.Log.Info("score: shard already finished, skipped", "variant", j.v.Dir(), "shard", r.Shard.String(), "items", fmt.Sprintf("[%d,%d)", m.Lo, m.Hi))
-				j.res = &Result{Variant: j.v, Dir: shard.Dir(j.dir, *r.Shard), K: c.Data.HistoryLen, Reused: true}
+				j.res = &Result{Variant: j.v, Dir: shard.Dir(j.dir, sp), K: c.Data.HistoryLen, Reused: true}
 				if old, err := ReadRecord(j.res.Dir); err == nil {
 					j.res.Metrics = old.Result
 				}
@@ -109,7 +114,7 @@ func (r *Runner) Score(ctx context.Context, ds *data.Dataset, split string, reus
 			}
 			dir := j.dir
 			if r.Shard != nil {
-				if dir, err = shard.Begin(j.dir, *r.Shard); err != nil {
+				if dir, err = shard.Begin(j.dir, sp); err != nil {
 					return nil, fmt.Errorf("score %s: %w", j.v.Dir(), err)
 				}
 			}
@@ -118,7 +123,7 @@ func (r *Runner) Score(ctx context.Context, ds *data.Dataset, split string, reus
 				return nil, fmt.Errorf("score %s: %w", j.v.Dir(), err)
 			}
 			if r.Shard != nil {
-				if _, err := shard.Commit(j.dir, *r.Shard, len(samples), j.rec.Fingerprint, predictionOutputs); err != nil {
+				if _, err := shard.Commit(j.dir, sp, len(samples), j.rec.Fingerprint, predictionOutputs); err != nil {
 					return nil, fmt.Errorf("score %s: %w", j.v.Dir(), err)
 				}
 				r.Log.Info("score: shard done", "variant", j.v.Dir(), "shard", r.Shard.String(), "items", fmt.Sprintf("[%d,%d)", lo, hi), "of", len(samples))

@@ -46,6 +46,8 @@ type File struct {
 type Manifest struct {
 	Index int `json:"index"`
 	Count int `json:"count"`
+	// Unit is the Spec's: slice boundaries are multiples of it (0: 1).
+	Unit int `json:"unit,omitempty"`
 	// Total is the number of items of the whole run; [Lo, Hi) the shard's.
 	Total int `json:"total"`
 	Lo    int `json:"lo"`
@@ -57,7 +59,7 @@ type Manifest struct {
 }
 
 // Spec is the manifest's shard.
-func (m Manifest) Spec() Spec { return Spec{Index: m.Index, Count: m.Count} }
+func (m Manifest) Spec() Spec { return Spec{Index: m.Index, Count: m.Count, Unit: m.Unit} }
 
 // ShardsDir is the folder under root that holds every shard's folder.
 func ShardsDir(root string) string { return filepath.Join(root, "shards") }
@@ -108,6 +110,9 @@ func Commit(root string, s Spec, total int, fingerprint string, outputs []Output
 	}
 	lo, hi := s.Range(total)
 	m := Manifest{Index: s.Index, Count: s.Count, Total: total, Lo: lo, Hi: hi, Fingerprint: fingerprint}
+	if s.unit() > 1 {
+		m.Unit = s.Unit
+	}
 	dir := Dir(root, s)
 	for _, o := range outputs {
 		f, err := describe(filepath.Join(dir, o.Name), nil)
@@ -143,7 +148,7 @@ func Done(root string, s Spec, total int, fingerprint string, outputs []Output) 
 	if err != nil {
 		return Manifest{}, false, err
 	}
-	if m.Index != s.Index || m.Count != s.Count || m.Total != total || m.Fingerprint != fingerprint || len(m.Files) != len(outputs) {
+	if m.Index != s.Index || m.Count != s.Count || m.Spec().unit() != s.unit() || m.Total != total || m.Fingerprint != fingerprint || len(m.Files) != len(outputs) {
 		return m, false, nil
 	}
 	for i, o := range outputs {
@@ -285,6 +290,9 @@ func check(root, fingerprint string, total int, outputs []Output) ([]Manifest, e
 		}
 		if m.Total != total {
 			return nil, fmt.Errorf("merge: shard %d/%d covers a run of %d items, expected %d", i, n, m.Total, total)
+		}
+		if u, u0 := m.Spec().unit(), byIndex[0].Spec().unit(); u != u0 {
+			return nil, fmt.Errorf("merge: shard %d/%d was cut in units of %d items, shard 0/%d in units of %d (another batch size): rerun it or remove it", i, n, u, n, u0)
 		}
 		lo, hi := m.Spec().Range(total)
 		if m.Lo != lo || m.Hi != hi || m.Lo != next {

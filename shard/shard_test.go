@@ -21,7 +21,7 @@ func env(kv ...string) Lookup {
 }
 
 func TestParse(t *testing.T) {
-	for in, want := range map[string]Spec{"0/1": Whole, "3/8": {3, 8}, " 7 / 8 ": {7, 8}} {
+	for in, want := range map[string]Spec{"0/1": Whole, "3/8": {Index: 3, Count: 8}, " 7 / 8 ": {Index: 7, Count: 8}} {
 		got, err := Parse(in)
 		if err != nil || got != want {
 			t.Errorf("Parse(%q) = %v, %v; want %v", in, got, err, want)
@@ -49,7 +49,7 @@ func TestRange(t *testing.T) {
 			}
 			start := 0
 			for i := 0; i < count; i++ {
-				lo, hi := Spec{i, count}.Range(n)
+				lo, hi := Spec{Index: i, Count: count}.Range(n)
 				if lo != start || hi != start+sizes[i] {
 					t.Fatalf("n=%d: shard %d/%d = [%d,%d), want [%d,%d)", n, i, count, lo, hi, start, start+sizes[i])
 				}
@@ -61,8 +61,43 @@ func TestRange(t *testing.T) {
 		}
 	}
 	// The paper's ML-1M test split over 8 shards.
-	if lo, hi := (Spec{7, 8}).Range(97002); lo != 84877 || hi != 97002 {
+	if lo, hi := (Spec{Index: 7, Count: 8}).Range(97002); lo != 84877 || hi != 97002 {
 		t.Errorf("7/8 of 97002 = [%d,%d), want [84877,97002)", lo, hi)
+	}
+}
+
+// TestRangeUnits: with Unit u the slices are those of dealing the
+// ceil(n/u) units (the last one shorter) to the shards in turn, laid end to
+// end: every boundary but n a multiple of u.
+func TestRangeUnits(t *testing.T) {
+	for n := 0; n <= 50; n++ {
+		for count := 1; count <= 5; count++ {
+			for u := 0; u <= 7; u++ {
+				units := 0
+				if n > 0 {
+					units = (n-1)/max(u, 1) + 1
+				}
+				sizes := make([]int, count)
+				for j := 0; j < units; j++ {
+					sizes[j%count]++
+				}
+				start := 0
+				for i := 0; i < count; i++ {
+					lo, hi := Spec{Index: i, Count: count, Unit: u}.Range(n)
+					want := min(start+sizes[i]*max(u, 1), n)
+					if lo != start || hi != want {
+						t.Fatalf("n=%d unit=%d: shard %d/%d = [%d,%d), want [%d,%d)", n, u, i, count, lo, hi, start, want)
+					}
+					start = hi
+				}
+				if start != n {
+					t.Fatalf("n=%d N=%d unit=%d: slices end at %d", n, count, u, start)
+				}
+			}
+		}
+	}
+	if err := (Spec{Index: 0, Count: 2, Unit: -1}).Validate(); err == nil {
+		t.Error("a negative unit was accepted")
 	}
 }
 
@@ -74,14 +109,14 @@ func TestAuto(t *testing.T) {
 		want  Spec
 		wantS string
 	}{
-		{"slurm count", env("SLURM_ARRAY_TASK_ID", "3", "SLURM_ARRAY_TASK_COUNT", "8"), 0, Spec{3, 8}, "SLURM_ARRAY_TASK_COUNT=8"},
-		{"slurm min max from 1", env("SLURM_ARRAY_TASK_ID", "1", "SLURM_ARRAY_TASK_MIN", "1", "SLURM_ARRAY_TASK_MAX", "4", "SLURM_ARRAY_TASK_COUNT", "4", "SLURM_ARRAY_TASK_STEP", "1"), 0, Spec{0, 4}, "SLURM_ARRAY_TASK_MIN=1"},
-		{"slurm min max only", env("SLURM_ARRAY_TASK_ID", "12", "SLURM_ARRAY_TASK_MIN", "10", "SLURM_ARRAY_TASK_MAX", "13"), 4, Spec{2, 4}, "SLURM_ARRAY_TASK_MAX=13"},
-		{"slurm wins over rank", env("SLURM_ARRAY_TASK_ID", "0", "SLURM_ARRAY_TASK_COUNT", "2", "RANK", "5", "WORLD_SIZE", "6"), 0, Spec{0, 2}, "SLURM"},
-		{"k8s flag", env("JOB_COMPLETION_INDEX", "5"), 6, Spec{5, 6}, "--shards 6"},
-		{"k8s env", env("JOB_COMPLETION_INDEX", "0", "RELLA_SHARDS", "3"), 0, Spec{0, 3}, "RELLA_SHARDS=3"},
-		{"k8s flag and env agree", env("JOB_COMPLETION_INDEX", "2", "RELLA_SHARDS", "3"), 3, Spec{2, 3}, "JOB_COMPLETION_INDEX=2"},
-		{"torchrun", env("RANK", "1", "WORLD_SIZE", "2", "LOCAL_RANK", "1"), 0, Spec{1, 2}, "WORLD_SIZE=2"},
+		{"slurm count", env("SLURM_ARRAY_TASK_ID", "3", "SLURM_ARRAY_TASK_COUNT", "8"), 0, Spec{Index: 3, Count: 8}, "SLURM_ARRAY_TASK_COUNT=8"},
+		{"slurm min max from 1", env("SLURM_ARRAY_TASK_ID", "1", "SLURM_ARRAY_TASK_MIN", "1", "SLURM_ARRAY_TASK_MAX", "4", "SLURM_ARRAY_TASK_COUNT", "4", "SLURM_ARRAY_TASK_STEP", "1"), 0, Spec{Index: 0, Count: 4}, "SLURM_ARRAY_TASK_MIN=1"},
+		{"slurm min max only", env("SLURM_ARRAY_TASK_ID", "12", "SLURM_ARRAY_TASK_MIN", "10", "SLURM_ARRAY_TASK_MAX", "13"), 4, Spec{Index: 2, Count: 4}, "SLURM_ARRAY_TASK_MAX=13"},
+		{"slurm wins over rank", env("SLURM_ARRAY_TASK_ID", "0", "SLURM_ARRAY_TASK_COUNT", "2", "RANK", "5", "WORLD_SIZE", "6"), 0, Spec{Index: 0, Count: 2}, "SLURM"},
+		{"k8s flag", env("JOB_COMPLETION_INDEX", "5"), 6, Spec{Index: 5, Count: 6}, "--shards 6"},
+		{"k8s env", env("JOB_COMPLETION_INDEX", "0", "RELLA_SHARDS", "3"), 0, Spec{Index: 0, Count: 3}, "RELLA_SHARDS=3"},
+		{"k8s flag and env agree", env("JOB_COMPLETION_INDEX", "2", "RELLA_SHARDS", "3"), 3, Spec{Index: 2, Count: 3}, "JOB_COMPLETION_INDEX=2"},
+		{"torchrun", env("RANK", "1", "WORLD_SIZE", "2", "LOCAL_RANK", "1"), 0, Spec{Index: 1, Count: 2}, "WORLD_SIZE=2"},
 	}
 	for _, c := range ok {
 		got, from, err := Auto(c.env, c.flag)
@@ -205,7 +240,7 @@ func TestMergeEqualsUnsharded(t *testing.T) {
 func TestDone(t *testing.T) {
 	lines := predictions(10)
 	root := t.TempDir()
-	s := Spec{1, 3}
+	s := Spec{Index: 1, Count: 3}
 	if _, done, err := Done(root, s, 10, "fp", outs); err != nil || done {
 		t.Fatalf("before writing: done=%v err=%v", done, err)
 	}
@@ -226,6 +261,9 @@ func TestDone(t *testing.T) {
 	if _, done, _ := Done(root, s, 11, "fp", outs); done {
 		t.Fatal("other total reported done")
 	}
+	if _, done, _ := Done(root, Spec{Index: 1, Count: 3, Unit: 4}, 10, "fp", outs); done {
+		t.Fatal("a shard cut in other units reported done")
+	}
 	if err := os.WriteFile(filepath.Join(Dir(root, s), "rows.f32"), []byte("short"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -244,14 +282,14 @@ func TestDone(t *testing.T) {
 	if _, done, _ := Done(root, s, 10, "fp", outs); done {
 		t.Fatal("a begun shard reported done")
 	}
-	if _, err := Begin(root, Spec{3, 3}); err == nil {
+	if _, err := Begin(root, Spec{Index: 3, Count: 3}); err == nil {
 		t.Fatal("Begin of shard 3/3 accepted")
 	}
 }
 
 func TestCommitChecksCounts(t *testing.T) {
 	root := t.TempDir()
-	s := Spec{0, 2} // 3 of 5 items
+	s := Spec{Index: 0, Count: 2} // 3 of 5 items
 	dir := Dir(root, s)
 	write := func(p, r string) {
 		t.Helper()
@@ -289,7 +327,7 @@ func TestMergeErrors(t *testing.T) {
 	setup := func(t *testing.T) string {
 		root := t.TempDir()
 		for i := 0; i < 4; i++ {
-			writeShard(t, root, Spec{i, 4}, lines, "fp")
+			writeShard(t, root, Spec{Index: i, Count: 4}, lines, "fp")
 		}
 		return root
 	}
@@ -298,24 +336,26 @@ func TestMergeErrors(t *testing.T) {
 		spoil func(t *testing.T, root string)
 		say   []string
 	}{
-		{"missing", func(t *testing.T, root string) { os.RemoveAll(Dir(root, Spec{2, 4})) }, []string{"missing 2/4"}},
-		{"not committed", func(t *testing.T, root string) { os.Remove(filepath.Join(Dir(root, Spec{1, 4}), ManifestName)) },
+		{"missing", func(t *testing.T, root string) { os.RemoveAll(Dir(root, Spec{Index: 2, Count: 4})) }, []string{"missing 2/4"}},
+		{"not committed", func(t *testing.T, root string) { os.Remove(filepath.Join(Dir(root, Spec{Index: 1, Count: 4}), ManifestName)) },
 			[]string{"missing 1/4", "started but not committed: 1/4"}},
-		{"foreign fingerprint", func(t *testing.T, root string) { writeShard(t, root, Spec{3, 4}, lines, "other") },
+		{"foreign fingerprint", func(t *testing.T, root string) { writeShard(t, root, Spec{Index: 3, Count: 4}, lines, "other") },
 			[]string{"shard 3/4", `"other"`, `"fp"`}},
-		{"other count", func(t *testing.T, root string) { writeShard(t, root, Spec{0, 2}, lines, "fp") },
+		{"other count", func(t *testing.T, root string) { writeShard(t, root, Spec{Index: 0, Count: 2}, lines, "fp") },
 			[]string{"different shard counts", "2 shards (0/2)", "4 shards"}},
-		{"other total", func(t *testing.T, root string) { writeShard(t, root, Spec{1, 4}, predictions(24), "fp") },
+		{"other unit", func(t *testing.T, root string) { writeShard(t, root, Spec{Index: 2, Count: 4, Unit: 3}, lines, "fp") },
+			[]string{"shard 2/4", "units of 3 items", "units of 1"}},
+		{"other total", func(t *testing.T, root string) { writeShard(t, root, Spec{Index: 1, Count: 4}, predictions(24), "fp") },
 			[]string{"shard 1/4", "24 items, expected 20"}},
 		{"changed file", func(t *testing.T, root string) {
-			p := filepath.Join(Dir(root, Spec{0, 4}), "predictions.jsonl")
+			p := filepath.Join(Dir(root, Spec{Index: 0, Count: 4}), "predictions.jsonl")
 			data, _ := os.ReadFile(p)
 			data[3] ^= 1
 			os.WriteFile(p, data, 0o644)
 		}, []string{"shard 0/4", "changed after the shard finished"}},
 		{"moved manifest", func(t *testing.T, root string) {
-			data, _ := os.ReadFile(filepath.Join(Dir(root, Spec{0, 4}), ManifestName))
-			os.WriteFile(filepath.Join(Dir(root, Spec{1, 4}), ManifestName), data, 0o644)
+			data, _ := os.ReadFile(filepath.Join(Dir(root, Spec{Index: 0, Count: 4}), ManifestName))
+			os.WriteFile(filepath.Join(Dir(root, Spec{Index: 1, Count: 4}), ManifestName), data, 0o644)
 		}, []string{"manifest of shard 0/4"}},
 	}
 	for _, c := range cases {

@@ -7,7 +7,8 @@
 //     Parse reads the explicit form, Auto takes it from a launcher's
 //     variables (Slurm arrays, Kubernetes Indexed Jobs, RANK/WORLD_SIZE).
 //   - Spec.Range gives the slice [lo, hi) of n items: contiguous, in order,
-//     sizes differ by at most one (the first n%N slices hold one more).
+//     cut at multiples of Spec.Unit (the caller's unit of work), unit
+//     counts differing by at most one (the first ones hold one more).
 //   - Commit records a finished shard's files (JSON Lines or any files that
 //     concatenate) in a manifest, shard.json, under Dir(root, spec); Done
 //     tells a rerun that the shard is finished; Merge checks that every shard
@@ -26,9 +27,17 @@ import (
 )
 
 // Spec is the Index-th of Count contiguous slices (0 <= Index < Count).
+//
+// Unit, when above 1, makes every slice boundary but the last item a
+// multiple of Unit: the caller's unit of work (a window of score batches, a
+// chunk of items to embed), so that a shard runs exactly the batches an
+// unsharded run runs and its results are the same bits whatever the
+// engine's arithmetic does with the shape of a batch. Parse and Auto leave
+// it 0 (the same as 1); the caller sets it.
 type Spec struct {
 	Index int `json:"index"`
 	Count int `json:"count"`
+	Unit  int `json:"unit,omitempty"`
 }
 
 // Whole is the single shard that holds every item (an unsharded run).
@@ -57,6 +66,9 @@ func (s Spec) Validate() error {
 	if s.Count < 1 {
 		return fmt.Errorf("shard count %d: must be at least 1", s.Count)
 	}
+	if s.Unit < 0 {
+		return fmt.Errorf("shard unit %d: must not be negative", s.Unit)
+	}
 	if s.Index < 0 || s.Index >= s.Count {
 		return fmt.Errorf("shard index %d out of range for %d shards (0-based: 0..%d)", s.Index, s.Count, s.Count-1)
 	}
@@ -67,15 +79,23 @@ func (s Spec) Validate() error {
 func (s Spec) String() string { return fmt.Sprintf("%d/%d", s.Index, s.Count) }
 
 // Range is the slice [lo, hi) of n items that shard s handles. The Count
-// slices are contiguous and in index order, cover 0..n exactly once, and
-// their sizes differ by at most one: the first n%Count slices hold
-// n/Count+1 items, the others n/Count (so a slice is empty when n < Count).
+// slices are contiguous and in index order and cover 0..n exactly once.
+// The n items form ceil(n/Unit) units of Unit items (the last one shorter);
+// the slices take whole units, and their unit counts differ by at most one:
+// the first units%Count slices hold one unit more (so a slice is empty when
+// there are fewer units than shards). With Unit 0 or 1 the sizes in items
+// differ by at most one.
 func (s Spec) Range(n int) (lo, hi int) {
-	q, r := n/s.Count, n%s.Count
+	u := s.unit()
+	units := (n + u - 1) / u
+	q, r := units/s.Count, units%s.Count
 	lo = s.Index*q + min(s.Index, r)
 	hi = lo + q
 	if s.Index < r {
 		hi++
 	}
-	return lo, hi
+	return min(lo*u, n), min(hi*u, n)
 }
+
+// unit is Unit, at least 1.
+func (s Spec) unit() int { return max(s.Unit, 1) }
