@@ -337,7 +337,9 @@ func TestMergeErrors(t *testing.T) {
 		say   []string
 	}{
 		{"missing", func(t *testing.T, root string) { os.RemoveAll(Dir(root, Spec{Index: 2, Count: 4})) }, []string{"missing 2/4"}},
-		{"not committed", func(t *testing.T, root string) { os.Remove(filepath.Join(Dir(root, Spec{Index: 1, Count: 4}), ManifestName)) },
+		{"not committed", func(t *testing.T, root string) {
+			os.Remove(filepath.Join(Dir(root, Spec{Index: 1, Count: 4}), ManifestName))
+		},
 			[]string{"missing 1/4", "started but not committed: 1/4"}},
 		{"foreign fingerprint", func(t *testing.T, root string) { writeShard(t, root, Spec{Index: 3, Count: 4}, lines, "other") },
 			[]string{"shard 3/4", `"other"`, `"fp"`}},
