@@ -607,8 +607,14 @@ func attnKernel[E float](mm gemm.GEMM, T, H, KV, hd int, grad bool) func(o []E, 
 			exp = expNonPos
 		}
 		// Work items are (b, kv head): the heads of a group share k and v, so
-		// one worker owns the k/v gradient block of its item.
-		parallel(B*KV, func(lo, hi int) {
+		// one worker owns the k/v gradient block of its item. With gonum,
+		// items run on parallel goroutines. A library with a thread pool of
+		// its own (OpenBLAS) is called from one goroutine at a time, as
+		// concurrent calls contend for its threads: items run in turn, each
+		// GEMM on all the library's threads. (Splitting the softmax rows over
+		// goroutines as well measured slower on 2 cores: the pool's threads
+		// spin for a while after each call.)
+		items := func(lo, hi int) {
 			s := make([]E, attnBlock*T)  // probabilities of a block of rows
 			dp := make([]E, attnBlock*T) // their gradient
 			kT := make([]E, hd*T)        // k of this item transposed [hd, T]
@@ -680,7 +686,12 @@ func attnKernel[E float](mm gemm.GEMM, T, H, KV, hd int, grad bool) func(o []E, 
 					}
 				}
 			}
-		})
+		}
+		if mm.OwnThreads() {
+			items(0, B*KV)
+		} else {
+			parallel(B*KV, items)
+		}
 	}
 }
 

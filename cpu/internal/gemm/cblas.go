@@ -23,10 +23,11 @@ const (
 
 // CBLAS is a loaded CBLAS library's GEMM.
 type CBLAS struct {
-	name  string // as opened, or the file the loader mapped
-	about string // configuration and threads, for String
-	sgemm func(order, tA, tB, m, n, k int32, alpha float32, a []float32, lda int32, b []float32, ldb int32, beta float32, c []float32, ldc int32)
-	dgemm func(order, tA, tB, m, n, k int32, alpha float64, a []float64, lda int32, b []float64, ldb int32, beta float64, c []float64, ldc int32)
+	name    string // as opened, or the file the loader mapped
+	about   string // configuration and threads, for String
+	threads int    // the library's thread count, 0 if it does not say
+	sgemm   func(order, tA, tB, m, n, k int32, alpha float32, a []float32, lda int32, b []float32, ldb int32, beta float32, c []float32, ldc int32)
+	dgemm   func(order, tA, tB, m, n, k int32, alpha float64, a []float64, lda int32, b []float64, ldb int32, beta float64, c []float64, ldc int32)
 }
 
 // optimisedMarkers are symbols that only optimised BLAS libraries export
@@ -97,7 +98,8 @@ func openCBLAS(name string, auto bool) (*CBLAS, error) {
 			setThreads(int32(runtime.GOMAXPROCS(0)))
 			how = "GOMAXPROCS"
 		}
-		about = append(about, fmt.Sprintf("%d threads (%s)", getThreads(), how))
+		c.threads = int(getThreads())
+		about = append(about, fmt.Sprintf("%d threads (%s)", c.threads, how))
 	}
 	c.about = strings.Join(about, ", ")
 	return c, nil
@@ -146,6 +148,10 @@ func loadedFile(name string) string {
 	}
 	return found
 }
+
+// OwnThreads is true unless the library says it runs one thread (a
+// library that does not say is taken to be threaded, as MKL is).
+func (c *CBLAS) OwnThreads() bool { return c.threads != 1 }
 
 // String names the library, with OpenBLAS's configuration and threads.
 func (c *CBLAS) String() string {

@@ -40,6 +40,13 @@ const Env = "RELLA_BLAS"
 type GEMM interface {
 	Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
 	Dgemm(tA, tB blas.Transpose, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int)
+	// OwnThreads reports whether a call runs on a thread pool of the
+	// implementation's own (OpenBLAS with more than one thread). Calls from
+	// several goroutines at once then contend for those threads, so callers
+	// that parallelise work around their GEMMs should call it from one
+	// goroutine at a time instead. Gonum's parallelism is goroutines, which
+	// nest without contention.
+	OwnThreads() bool
 	// String names the implementation for logs: "gonum", or the library
 	// (its file) and, for OpenBLAS, its configuration and thread count.
 	String() string
@@ -47,6 +54,9 @@ type GEMM interface {
 
 // Gonum is the pure-Go GEMM.
 type Gonum struct{ gonum.Implementation }
+
+// OwnThreads is false: gonum runs on goroutines.
+func (Gonum) OwnThreads() bool { return false }
 
 // String returns "gonum".
 func (Gonum) String() string { return "gonum" }
