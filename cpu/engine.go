@@ -193,15 +193,22 @@ func openGEMM(o Options) (gemm.GEMM, error) {
 	spec, from := o.BLAS, "options"
 	if spec == "" {
 		spec, from = os.Getenv(gemm.Env), gemm.Env
+		if spec == "" {
+			from = "default"
+		}
 	}
 	mm, tried, err := gemm.Open(spec)
 	if err != nil {
 		return nil, fmt.Errorf("cpu: %w", err)
 	}
+	attrs := []any{"gemm", mm.String(), "blas", cmp.Or(spec, "auto"), "from", from}
 	if len(tried) > 0 {
 		log.Debug("cpu engine: no optimised BLAS library loaded", "tried", strings.Join(tried, "; "))
+		if _, ok := mm.(gemm.Gonum); ok {
+			attrs = append(attrs, "hint", "OpenBLAS (Debian: libopenblas0-pthread) makes this engine several times faster")
+		}
 	}
-	log.Info("cpu engine: GEMM", "gemm", mm.String(), "blas", cmp.Or(spec, "auto"), "from", from)
+	log.Info("cpu engine: GEMM", attrs...)
 	return mm, nil
 }
 
