@@ -78,14 +78,8 @@ func AutoCandidates() []string {
 func Open(spec string) (g GEMM, tried []string, err error) {
 	switch s := strings.TrimSpace(spec); {
 	case s == "" || s == "auto":
-		for _, name := range AutoCandidates() {
-			c, err := openCBLAS(name, true)
-			if err == nil {
-				return c, tried, nil
-			}
-			tried = append(tried, err.Error())
-		}
-		return Gonum{}, tried, nil
+		g, tried := openFirst(AutoCandidates())
+		return g, tried, nil
 	case s == "none" || s == "gonum":
 		return Gonum{}, nil, nil
 	case filepath.IsAbs(s):
@@ -97,6 +91,20 @@ func Open(spec string) (g GEMM, tried []string, err error) {
 	default:
 		return nil, nil, fmt.Errorf("%s=%q: want auto, none or the absolute path of a library with cblas_sgemm and cblas_dgemm", Env, spec)
 	}
+}
+
+// openFirst returns the first of names that loads as an optimised CBLAS
+// library, else Gonum; tried says why each name before it was passed over.
+func openFirst(names []string) (GEMM, []string) {
+	var tried []string
+	for _, name := range names {
+		c, err := openCBLAS(name, true)
+		if err == nil {
+			return c, tried
+		}
+		tried = append(tried, err.Error())
+	}
+	return Gonum{}, tried
 }
 
 // checkArgs panics, as gonum does, when a GEMM's sizes or slices are

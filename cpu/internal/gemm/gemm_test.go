@@ -121,6 +121,17 @@ func TestLibraryChecksSizes(t *testing.T) {
 	lib.Sgemm(blas.NoTrans, blas.NoTrans, 2, 2, 3, 1, a, 3, b, 2, 0, c, 2)
 }
 
+// "auto" with no loadable library falls back to gonum and says why.
+func TestAutoFallsBackToGonum(t *testing.T) {
+	g, tried := openFirst([]string{"libnothere-rella.so.9", "libalsonothere-rella.so.1"})
+	if _, ok := g.(Gonum); !ok {
+		t.Fatalf("got %v, want gonum", g)
+	}
+	if len(tried) != 2 || !strings.Contains(tried[0], "libnothere-rella.so.9") || !strings.Contains(tried[1], "libalsonothere-rella.so.1") {
+		t.Errorf("tried %q, want a reason naming each library", tried)
+	}
+}
+
 func TestOpenSpecs(t *testing.T) {
 	for _, s := range []string{"none", "gonum"} {
 		g, _, err := Open(s)
