@@ -7,19 +7,24 @@
 package cpu
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
+	"os"
 	"regexp"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/rella-project/rella/cpu/internal/gemm"
 	"github.com/rella-project/rella/engine"
 	"github.com/rella-project/rella/model"
 )
@@ -40,6 +45,14 @@ type Options struct {
 	// storage type. This engine is the reference for int8 results; it keeps
 	// the dequantised float32 matrices, so it saves no memory.
 	Quantize string
+	// BLAS picks the GEMM: "auto" (an optimised CBLAS library such as
+	// Debian's libopenblas0-pthread when one loads, else gonum's pure Go),
+	// "none" (gonum), or the absolute path of a library exporting
+	// cblas_sgemm and cblas_dgemm. Empty means $RELLA_BLAS, and "auto"
+	// when that is unset. Both paths agree within float rounding.
+	BLAS string
+	// Log receives one line naming the GEMM in use; nil discards it.
+	Log *slog.Logger
 }
 
 // LoRA describes the adapters: y = W·x + Scale·B·A·dropout(x) on every
@@ -75,6 +88,7 @@ type Engine struct {
 	cfg  model.Config
 	dt   tensor.Dtype
 	opts Options
+	mm   gemm.GEMM // every matrix product of the graphs
 
 	embed     []float32     // [V, D]
 	head      *tensor.Dense // [V, D] in dt
@@ -108,6 +122,7 @@ var loraName = regexp.MustCompile(`^base_model\.model\.model\.layers\.(\d+)\.(se
 // New loads the weights of m into an engine. The model may be closed afterwards.
 func New(m *model.Model, o Options) (*Engine, error) {
 	e := &Engine{cfg: m.Config, opts: o, graphs: map[graphKey]*graph{}}
+	var err error
 	switch o.DType {
 	case "", "float32":
 		e.dt = tensor.Float32
@@ -119,6 +134,9 @@ func New(m *model.Model, o Options) (*Engine, error) {
 	if err := model.CheckQuantization(o.Quantize); err != nil {
 		return nil, fmt.Errorf("cpu: %w", err)
 	}
+	if e.mm, err = openGEMM(o); err != nil {
+		return nil, err
+	}
 	if e.opts.MaxBatch <= 0 {
 		e.opts.MaxBatch = 8
 	}
@@ -126,7 +144,6 @@ func New(m *model.Model, o Options) (*Engine, error) {
 		e.opts.MaxTokens = 8192
 	}
 	c := m.Config
-	var err error
 	if e.embed, err = m.Tensor("model.embed_tokens.weight"); err != nil {
 		return nil, fmt.Errorf("cpu: %w", err)
 	}
@@ -164,6 +181,35 @@ func New(m *model.Model, o Options) (*Engine, error) {
 		}
 	}
 	return e, nil
+}
+
+// openGEMM opens the GEMM that o.BLAS (else $RELLA_BLAS) names and logs
+// which one it is.
+func openGEMM(o Options) (gemm.GEMM, error) {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	spec, from := o.BLAS, "options"
+	if spec == "" {
+		spec, from = os.Getenv(gemm.Env), gemm.Env
+		if spec == "" {
+			from = "default"
+		}
+	}
+	mm, tried, err := gemm.Open(spec)
+	if err != nil {
+		return nil, fmt.Errorf("cpu: %w", err)
+	}
+	attrs := []any{"gemm", mm.String(), "blas", cmp.Or(spec, "auto"), "from", from}
+	if len(tried) > 0 {
+		log.Debug("cpu engine: no optimised BLAS library loaded", "tried", strings.Join(tried, "; "))
+		if _, ok := mm.(gemm.Gonum); ok {
+			attrs = append(attrs, "hint", "OpenBLAS (Debian: libopenblas0-pthread) makes this engine several times faster")
+		}
+	}
+	log.Info("cpu engine: GEMM", attrs...)
+	return mm, nil
 }
 
 // projWeight reads a projection weight, quantised and dequantised when
@@ -353,7 +399,7 @@ func (e *Engine) build(k graphKey) (*graph, error) {
 		return G.NewMatrix(g, e.dt, G.WithShape(w.Shape()...), G.WithName(name), G.WithValue(w))
 	}
 	proj := func(x *G.Node, layer int, mod string) (*G.Node, error) {
-		y, err := linear(x, weight(fmt.Sprintf("l%d.%s", layer, mod), e.layers[layer].proj[mod]))
+		y, err := linear(e.mm, x, weight(fmt.Sprintf("l%d.%s", layer, mod), e.layers[layer].proj[mod]))
 		if err != nil {
 			return nil, err
 		}
@@ -367,11 +413,11 @@ func (e *Engine) build(k graphKey) (*graph, error) {
 				return nil, err
 			}
 		}
-		xa, err := linear(in, gr.aNodes[i])
+		xa, err := linear(e.mm, in, gr.aNodes[i])
 		if err != nil {
 			return nil, err
 		}
-		xb, err := linear(xa, gr.bNodes[i])
+		xb, err := linear(e.mm, xa, gr.bNodes[i])
 		if err != nil {
 			return nil, err
 		}
@@ -406,7 +452,7 @@ func (e *Engine) build(k graphKey) (*graph, error) {
 		if kk, err = rope(kk, cos, sin, k.T, KV, hd, 1); err != nil {
 			return nil, err
 		}
-		a, err := attention(q, kk, v, k.T, H, KV, hd)
+		a, err := attention(e.mm, q, kk, v, k.T, H, KV, hd)
 		if err != nil {
 			return nil, err
 		}
@@ -453,7 +499,7 @@ func (e *Engine) build(k graphKey) (*graph, error) {
 		if err != nil {
 			return nil, err
 		}
-		logits, err := linear(sel, weight("lm_head", e.head))
+		logits, err := linear(e.mm, sel, weight("lm_head", e.head))
 		if err != nil {
 			return nil, err
 		}

@@ -20,7 +20,8 @@ import (
 	"gorgonia.org/tensor"
 
 	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/gonum"
+
+	"github.com/rella-project/rella/cpu/internal/gemm"
 )
 
 // fnOp is a Gorgonia Op defined by closures.
@@ -29,9 +30,10 @@ type fnOp struct {
 	arity int
 	typ   hm.Type
 	shape func(in []tensor.Shape) (tensor.Shape, error)
-	do    func(in []G.Value) (G.Value, error)
+	do    func(op *fnOp, in []G.Value) (G.Value, error)
 	diff  func(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) // nil: not differentiable
 	wrt   []bool
+	out   *tensor.Dense // the output, reused across runs of the graph (see run)
 }
 
 func (o *fnOp) Arity() int       { return o.arity }
@@ -48,7 +50,7 @@ func (o *fnOp) Do(in ...G.Value) (G.Value, error) {
 	if len(in) != o.arity {
 		return nil, fmt.Errorf("%s: %d inputs, want %d", o.name, len(in), o.arity)
 	}
-	return o.do(in)
+	return o.do(o, in)
 }
 func (o *fnOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
 	shapes := make([]tensor.Shape, len(in))
@@ -133,9 +135,13 @@ func scalar(v G.Value) (float64, error) {
 
 type float interface{ ~float32 | ~float64 }
 
-// run applies f to the inputs' data as []float32 or []float64 (all inputs of one dtype)
-// and returns a new tensor of the given shape.
-func run(shape tensor.Shape, in []G.Value, f32 func(out []float32, in [][]float32), f64 func(out []float64, in [][]float64)) (G.Value, error) {
+// run applies f to the inputs' data as []float32 or []float64 (all inputs
+// of one dtype) and returns the op's output tensor of the given shape. The
+// tensor is the op's own and is reused by the next run of the graph: every
+// kernel writes all of its output (GEMMs with beta = 0 overwrite it), so
+// it is neither zeroed nor reallocated. One run uses each op once, and the
+// engine reads a graph's outputs before it runs the graph again.
+func (o *fnOp) run(shape tensor.Shape, in []G.Value, f32 func(out []float32, in [][]float32), f64 func(out []float64, in [][]float64)) (G.Value, error) {
 	ds := make([]*tensor.Dense, len(in))
 	for i, v := range in {
 		d, err := dense(v)
@@ -145,7 +151,11 @@ func run(shape tensor.Shape, in []G.Value, f32 func(out []float32, in [][]float3
 		ds[i] = d
 	}
 	dt := ds[0].Dtype()
-	out := tensor.New(tensor.Of(dt), tensor.WithShape(shape...))
+	out := o.out
+	if out == nil || out.Dtype() != dt || !out.Shape().Eq(shape) {
+		out = tensor.New(tensor.Of(dt), tensor.WithShape(shape...))
+		o.out = out
+	}
 	switch dt {
 	case tensor.Float32:
 		xs := make([][]float32, len(ds))
@@ -193,25 +203,23 @@ func parallel(n int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
-var blasImpl gonum.Implementation
-
-// gemm computes c = a·b (with optional transposes) on row-major data.
-func gemm[T float](tA, tB blas.Transpose, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+// matmul computes c = op(a)·op(b) + beta·c on row-major data with mm.
+func matmul[T float](mm gemm.GEMM, tA, tB blas.Transpose, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
 	switch av := any(a).(type) {
 	case []float32:
-		blasImpl.Sgemm(tA, tB, m, n, k, 1, av, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
+		mm.Sgemm(tA, tB, m, n, k, 1, av, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
 	case []float64:
-		blasImpl.Dgemm(tA, tB, m, n, k, 1, av, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
+		mm.Dgemm(tA, tB, m, n, k, 1, av, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
 	}
 }
 
 // ---- linear: y = x·Wᵀ, x [N, in], W [out, in] (HF layout) ----
 
-func linear(x, w *G.Node) (*G.Node, error) {
-	return apply(linearOp(), x, w)
+func linear(mm gemm.GEMM, x, w *G.Node) (*G.Node, error) {
+	return apply(linearOp(mm), x, w)
 }
 
-func linearOp() *fnOp {
+func linearOp(mm gemm.GEMM) *fnOp {
 	return &fnOp{name: "linear", arity: 2, typ: sameType(2), wrt: []bool{true, true},
 		shape: func(in []tensor.Shape) (tensor.Shape, error) {
 			if in[0].Dims() != 2 || in[1].Dims() != 2 || in[0][1] != in[1][1] {
@@ -219,19 +227,23 @@ func linearOp() *fnOp {
 			}
 			return tensor.Shape{in[0][0], in[1][0]}, nil
 		},
-		do: func(in []G.Value) (G.Value, error) {
+		do: func(op *fnOp, in []G.Value) (G.Value, error) {
 			s0, s1 := in[0].Shape(), in[1].Shape()
 			n, k, m := s0[0], s0[1], s1[0]
-			return run(tensor.Shape{n, m}, in,
-				func(o []float32, x [][]float32) { gemm(blas.NoTrans, blas.Trans, n, m, k, x[0], k, x[1], k, 0, o, m) },
-				func(o []float64, x [][]float64) { gemm(blas.NoTrans, blas.Trans, n, m, k, x[0], k, x[1], k, 0, o, m) })
+			return op.run(tensor.Shape{n, m}, in,
+				func(o []float32, x [][]float32) {
+					matmul(mm, blas.NoTrans, blas.Trans, n, m, k, x[0], k, x[1], k, 0, o, m)
+				},
+				func(o []float64, x [][]float64) {
+					matmul(mm, blas.NoTrans, blas.Trans, n, m, k, x[0], k, x[1], k, 0, o, m)
+				})
 		},
 		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
-			dx, err := apply(matmulNNOp(), g, in[1]) // g [N,out] · W [out,in]
+			dx, err := apply(matmulNNOp(mm), g, in[1]) // g [N,out] · W [out,in]
 			if err != nil {
 				return nil, err
 			}
-			dw, err := apply(matmulTNOp(), g, in[0]) // gᵀ [out,N] · x [N,in]
+			dw, err := apply(matmulTNOp(mm), g, in[0]) // gᵀ [out,N] · x [N,in]
 			if err != nil {
 				return nil, err
 			}
@@ -241,29 +253,37 @@ func linearOp() *fnOp {
 }
 
 // matmulNNOp: a [n,k] · b [k,m].
-func matmulNNOp() *fnOp {
+func matmulNNOp(mm gemm.GEMM) *fnOp {
 	return &fnOp{name: "matmulNN", arity: 2, typ: sameType(2),
 		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], in[1][1]}, nil },
-		do: func(in []G.Value) (G.Value, error) {
+		do: func(op *fnOp, in []G.Value) (G.Value, error) {
 			s0, s1 := in[0].Shape(), in[1].Shape()
 			n, k, m := s0[0], s0[1], s1[1]
-			return run(tensor.Shape{n, m}, in,
-				func(o []float32, x [][]float32) { gemm(blas.NoTrans, blas.NoTrans, n, m, k, x[0], k, x[1], m, 0, o, m) },
-				func(o []float64, x [][]float64) { gemm(blas.NoTrans, blas.NoTrans, n, m, k, x[0], k, x[1], m, 0, o, m) })
+			return op.run(tensor.Shape{n, m}, in,
+				func(o []float32, x [][]float32) {
+					matmul(mm, blas.NoTrans, blas.NoTrans, n, m, k, x[0], k, x[1], m, 0, o, m)
+				},
+				func(o []float64, x [][]float64) {
+					matmul(mm, blas.NoTrans, blas.NoTrans, n, m, k, x[0], k, x[1], m, 0, o, m)
+				})
 		},
 	}
 }
 
 // matmulTNOp: aᵀ · b with a [k,n], b [k,m].
-func matmulTNOp() *fnOp {
+func matmulTNOp(mm gemm.GEMM) *fnOp {
 	return &fnOp{name: "matmulTN", arity: 2, typ: sameType(2),
 		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][1], in[1][1]}, nil },
-		do: func(in []G.Value) (G.Value, error) {
+		do: func(op *fnOp, in []G.Value) (G.Value, error) {
 			s0, s1 := in[0].Shape(), in[1].Shape()
 			k, n, m := s0[0], s0[1], s1[1]
-			return run(tensor.Shape{n, m}, in,
-				func(o []float32, x [][]float32) { gemm(blas.Trans, blas.NoTrans, n, m, k, x[0], n, x[1], m, 0, o, m) },
-				func(o []float64, x [][]float64) { gemm(blas.Trans, blas.NoTrans, n, m, k, x[0], n, x[1], m, 0, o, m) })
+			return op.run(tensor.Shape{n, m}, in,
+				func(o []float32, x [][]float32) {
+					matmul(mm, blas.Trans, blas.NoTrans, n, m, k, x[0], n, x[1], m, 0, o, m)
+				},
+				func(o []float64, x [][]float64) {
+					matmul(mm, blas.Trans, blas.NoTrans, n, m, k, x[0], n, x[1], m, 0, o, m)
+				})
 		},
 	}
 }
@@ -272,8 +292,8 @@ func matmulTNOp() *fnOp {
 
 func add(a, b *G.Node) (*G.Node, error) {
 	op := &fnOp{name: "add", arity: 2, typ: sameType(2), wrt: []bool{true, true}, shape: shapeOf(0),
-		do: func(in []G.Value) (G.Value, error) {
-			return run(in[0].Shape(), in, addKernel[float32], addKernel[float64])
+		do: func(op *fnOp, in []G.Value) (G.Value, error) {
+			return op.run(in[0].Shape(), in, addKernel[float32], addKernel[float64])
 		},
 		diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) { return G.Nodes{g, g}, nil },
 	}
@@ -292,8 +312,8 @@ func scale(x *G.Node, s float64) (*G.Node, error) { return apply(scaleOp(s), x) 
 
 func scaleOp(s float64) *fnOp {
 	return &fnOp{name: fmt.Sprintf("scale(%g)", s), arity: 1, typ: sameType(1), wrt: []bool{true}, shape: shapeOf(0),
-		do: func(in []G.Value) (G.Value, error) {
-			return run(in[0].Shape(), in, scaleKernel[float32](s), scaleKernel[float64](s))
+		do: func(op *fnOp, in []G.Value) (G.Value, error) {
+			return op.run(in[0].Shape(), in, scaleKernel[float32](s), scaleKernel[float64](s))
 		},
 		diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			d, err := scale(g, s)
@@ -316,11 +336,11 @@ func maskMul(x *G.Node, mask *[]float64) (*G.Node, error) { return apply(maskOp(
 
 func maskOp(mask *[]float64) *fnOp {
 	return &fnOp{name: "dropoutMask", arity: 1, typ: sameType(1), wrt: []bool{true}, shape: shapeOf(0),
-		do: func(in []G.Value) (G.Value, error) {
+		do: func(op *fnOp, in []G.Value) (G.Value, error) {
 			if len(*mask) != in[0].Shape().TotalSize() {
 				return nil, fmt.Errorf("dropout mask has %d values for a %v tensor", len(*mask), in[0].Shape())
 			}
-			return run(in[0].Shape(), in, maskKernel[float32](mask), maskKernel[float64](mask))
+			return op.run(in[0].Shape(), in, maskKernel[float32](mask), maskKernel[float64](mask))
 		},
 		diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			d, err := maskMul(g, mask)
@@ -342,16 +362,16 @@ func maskKernel[T float](mask *[]float64) func(o []T, x [][]T) {
 
 func rmsNorm(x *G.Node, w []float64, eps float64) (*G.Node, error) {
 	op := &fnOp{name: "rmsnorm", arity: 1, typ: sameType(1), wrt: []bool{true}, shape: shapeOf(0),
-		do: func(in []G.Value) (G.Value, error) {
+		do: func(op *fnOp, in []G.Value) (G.Value, error) {
 			if in[0].Shape()[1] != len(w) {
 				return nil, fmt.Errorf("rmsnorm: input %v, weight %d", in[0].Shape(), len(w))
 			}
-			return run(in[0].Shape(), in, rmsKernel[float32](w, eps, false), rmsKernel[float64](w, eps, false))
+			return op.run(in[0].Shape(), in, rmsKernel[float32](w, eps, false), rmsKernel[float64](w, eps, false))
 		},
 		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			op := &fnOp{name: "rmsnormGrad", arity: 2, typ: sameType(2), shape: shapeOf(0),
-				do: func(in []G.Value) (G.Value, error) {
-					return run(in[0].Shape(), in, rmsKernel[float32](w, eps, true), rmsKernel[float64](w, eps, true))
+				do: func(op *fnOp, in []G.Value) (G.Value, error) {
+					return op.run(in[0].Shape(), in, rmsKernel[float32](w, eps, true), rmsKernel[float64](w, eps, true))
 				}}
 			d, err := apply(op, in[0], g)
 			return G.Nodes{d}, err
@@ -405,12 +425,12 @@ func rope(x *G.Node, cos, sin []float64, T, heads, hd int, mul float64) (*G.Node
 
 func ropeOp(cos, sin []float64, T, heads, hd int, mul float64, inverse bool) *fnOp {
 	return &fnOp{name: "rope", arity: 1, typ: sameType(1), wrt: []bool{true}, shape: shapeOf(0),
-		do: func(in []G.Value) (G.Value, error) {
+		do: func(op *fnOp, in []G.Value) (G.Value, error) {
 			s := in[0].Shape()
 			if s[1] != heads*hd || s[0]%T != 0 || len(cos) < T*hd/2 {
 				return nil, fmt.Errorf("rope: input %v, T %d, heads %d, head_dim %d, table %d", s, T, heads, hd, len(cos))
 			}
-			return run(s, in, ropeKernel[float32](cos, sin, T, heads, hd, mul, inverse), ropeKernel[float64](cos, sin, T, heads, hd, mul, inverse))
+			return op.run(s, in, ropeKernel[float32](cos, sin, T, heads, hd, mul, inverse), ropeKernel[float64](cos, sin, T, heads, hd, mul, inverse))
 		},
 		diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			d, err := apply(ropeOp(cos, sin, T, heads, hd, mul, !inverse), g)
@@ -462,15 +482,15 @@ func ropeTables(maxT, hd int, theta float64) (cos, sin []float64) {
 
 func swiglu(a, b *G.Node) (*G.Node, error) {
 	op := &fnOp{name: "swiglu", arity: 2, typ: sameType(2), wrt: []bool{true, true}, shape: shapeOf(0),
-		do: func(in []G.Value) (G.Value, error) {
-			return run(in[0].Shape(), in, swigluKernel[float32](0), swigluKernel[float64](0))
+		do: func(op *fnOp, in []G.Value) (G.Value, error) {
+			return op.run(in[0].Shape(), in, swigluKernel[float32](0), swigluKernel[float64](0))
 		},
 		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			var out G.Nodes
 			for k := 1; k <= 2; k++ {
 				op := &fnOp{name: fmt.Sprintf("swigluGrad%d", k), arity: 3, typ: sameType(3), shape: shapeOf(0),
-					do: func(in []G.Value) (G.Value, error) {
-						return run(in[0].Shape(), in, swigluKernel[float32](k), swigluKernel[float64](k))
+					do: func(op *fnOp, in []G.Value) (G.Value, error) {
+						return op.run(in[0].Shape(), in, swigluKernel[float32](k), swigluKernel[float64](k))
 					}}
 				d, err := apply(op, in[0], in[1], g)
 				if err != nil {
@@ -513,19 +533,19 @@ func swigluKernel[T float](which int) func(o []T, x [][]T) {
 // (right padding) see only earlier keys, so real rows never see padding.
 // The backward pass recomputes the probabilities (nothing T×T is kept) and
 // yields dq, dk, dv packed side by side in one [B*T, H*hd+2*KV*hd] tensor.
-func attention(q, k, v *G.Node, T, H, KV, hd int) (*G.Node, error) {
+func attention(mm gemm.GEMM, q, k, v *G.Node, T, H, KV, hd int) (*G.Node, error) {
 	qw, kw := H*hd, KV*hd
 	op := &fnOp{name: "attention", arity: 3, typ: sameType(3), wrt: []bool{true, true, true}, shape: shapeOf(0),
-		do: func(in []G.Value) (G.Value, error) {
-			return run(in[0].Shape(), in, attnKernel[float32](T, H, KV, hd, false), attnKernel[float64](T, H, KV, hd, false))
+		do: func(op *fnOp, in []G.Value) (G.Value, error) {
+			return op.run(in[0].Shape(), in, attnKernel[float32](mm, T, H, KV, hd, false), attnKernel[float64](mm, T, H, KV, hd, false))
 		},
 		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			rows := in[0].Shape()[0]
 			packed := tensor.Shape{rows, qw + 2*kw}
 			op := &fnOp{name: "attentionGrad", arity: 4, typ: sameType(4),
 				shape: func([]tensor.Shape) (tensor.Shape, error) { return packed.Clone(), nil },
-				do: func(in []G.Value) (G.Value, error) {
-					return run(packed, in, attnKernel[float32](T, H, KV, hd, true), attnKernel[float64](T, H, KV, hd, true))
+				do: func(op *fnOp, in []G.Value) (G.Value, error) {
+					return op.run(packed, in, attnKernel[float32](mm, T, H, KV, hd, true), attnKernel[float64](mm, T, H, KV, hd, true))
 				}}
 			d, err := apply(op, in[0], in[1], in[2], g)
 			if err != nil {
@@ -549,9 +569,9 @@ func attention(q, k, v *G.Node, T, H, KV, hd int) (*G.Node, error) {
 func columns(x *G.Node, off, width int) (*G.Node, error) {
 	op := &fnOp{name: fmt.Sprintf("columns[%d:%d]", off, off+width), arity: 1, typ: sameType(1),
 		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], width}, nil },
-		do: func(in []G.Value) (G.Value, error) {
+		do: func(op *fnOp, in []G.Value) (G.Value, error) {
 			s := in[0].Shape()
-			return run(tensor.Shape{s[0], width}, in, colsKernel[float32](s[1], off, width), colsKernel[float64](s[1], off, width))
+			return op.run(tensor.Shape{s[0], width}, in, colsKernel[float32](s[1], off, width), colsKernel[float64](s[1], off, width))
 		}}
 	return apply(op, x)
 }
@@ -571,7 +591,7 @@ const attnBlock = 64
 // attnKernel computes the attention output (inputs q,k,v) or, with grad,
 // the packed [dq | dk | dv] (inputs q,k,v,g). Gradients of k and v sum over
 // the query heads of a group.
-func attnKernel[E float](T, H, KV, hd int, grad bool) func(o []E, x [][]E) {
+func attnKernel[E float](mm gemm.GEMM, T, H, KV, hd int, grad bool) func(o []E, x [][]E) {
 	return func(o []E, in [][]E) {
 		q, k, v := in[0], in[1], in[2]
 		qw, kw := H*hd, KV*hd
@@ -580,15 +600,21 @@ func attnKernel[E float](T, H, KV, hd int, grad bool) func(o []E, x [][]E) {
 		ow, dkOff, dvOff := qw, 0, 0 // output row stride and dk/dv column offsets
 		if grad {
 			ow, dkOff, dvOff = qw+2*kw, qw, qw+kw
+			clear(o) // dk and dv accumulate; the forward output is written whole
 		}
-		clear(o)
 		exp := math.Exp
 		if _, ok := any(E(0)).(float32); ok {
 			exp = expNonPos
 		}
 		// Work items are (b, kv head): the heads of a group share k and v, so
-		// one worker owns the k/v gradient block of its item.
-		parallel(B*KV, func(lo, hi int) {
+		// one worker owns the k/v gradient block of its item. With gonum,
+		// items run on parallel goroutines. A library with a thread pool of
+		// its own (OpenBLAS) is called from one goroutine at a time, as
+		// concurrent calls contend for its threads: items run in turn, each
+		// GEMM on all the library's threads. (Splitting the softmax rows over
+		// goroutines as well measured slower on 2 cores: the pool's threads
+		// spin for a while after each call.)
+		items := func(lo, hi int) {
 			s := make([]E, attnBlock*T)  // probabilities of a block of rows
 			dp := make([]E, attnBlock*T) // their gradient
 			kT := make([]E, hd*T)        // k of this item transposed [hd, T]
@@ -609,7 +635,7 @@ func attnKernel[E float](T, H, KV, hd int, grad bool) func(o []E, x [][]E) {
 						m, n := min(attnBlock, T-r0), min(r0+attnBlock, T) // rows, keys
 						qb := qOff + r0*qw
 						// s = q_block · k[:n]ᵀ, then a causal softmax per row
-						gemm(blas.NoTrans, blas.NoTrans, m, n, hd, q[qb:], qw, kT, T, 0, s, n)
+						matmul(mm, blas.NoTrans, blas.NoTrans, m, n, hd, q[qb:], qw, kT, T, 0, s, n)
 						for i := 0; i < m; i++ {
 							t := r0 + i
 							row := s[i*n : (i+1)*n]
@@ -633,15 +659,15 @@ func attnKernel[E float](T, H, KV, hd int, grad bool) func(o []E, x [][]E) {
 						}
 						ob := (b*T+r0)*ow + h*hd
 						if !grad { // o_block = p · v[:n]
-							gemm(blas.NoTrans, blas.NoTrans, m, hd, n, s, n, v[kOff:], kw, 0, o[ob:], ow)
+							matmul(mm, blas.NoTrans, blas.NoTrans, m, hd, n, s, n, v[kOff:], kw, 0, o[ob:], ow)
 							continue
 						}
 						g := in[3][qb:]
 						dkv := (b*T)*ow + j*hd
 						// dv[:n] += pᵀ · g_block
-						gemm(blas.Trans, blas.NoTrans, n, hd, m, s, n, g, qw, 1, o[dkv+dvOff:], ow)
+						matmul(mm, blas.Trans, blas.NoTrans, n, hd, m, s, n, g, qw, 1, o[dkv+dvOff:], ow)
 						// dp = g_block · v[:n]ᵀ ; ds = p∘(dp − rowsum(dp∘p))
-						gemm(blas.NoTrans, blas.NoTrans, m, n, hd, g, qw, vT, T, 0, dp, n)
+						matmul(mm, blas.NoTrans, blas.NoTrans, m, n, hd, g, qw, vT, T, 0, dp, n)
 						for i := 0; i < m; i++ {
 							t := r0 + i
 							p, d := s[i*n:(i+1)*n], dp[i*n:(i+1)*n]
@@ -655,12 +681,17 @@ func attnKernel[E float](T, H, KV, hd int, grad bool) func(o []E, x [][]E) {
 							clear(d[t+1:])
 						}
 						// dq_block = ds · k[:n] ; dk[:n] += dsᵀ · q_block
-						gemm(blas.NoTrans, blas.NoTrans, m, hd, n, dp, n, k[kOff:], kw, 0, o[ob:], ow)
-						gemm(blas.Trans, blas.NoTrans, n, hd, m, dp, n, q[qb:], qw, 1, o[dkv+dkOff:], ow)
+						matmul(mm, blas.NoTrans, blas.NoTrans, m, hd, n, dp, n, k[kOff:], kw, 0, o[ob:], ow)
+						matmul(mm, blas.Trans, blas.NoTrans, n, hd, m, dp, n, q[qb:], qw, 1, o[dkv+dkOff:], ow)
 					}
 				}
 			}
-		})
+		}
+		if mm.OwnThreads() {
+			items(0, B*KV)
+		} else {
+			parallel(B*KV, items)
+		}
 	}
 }
 
@@ -672,17 +703,17 @@ func gather(x *G.Node, idx *[]int) (*G.Node, error) {
 	n := len(*idx)
 	op := &fnOp{name: "gather", arity: 1, typ: sameType(1), wrt: []bool{true},
 		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{n, in[0][1]}, nil },
-		do: func(in []G.Value) (G.Value, error) {
+		do: func(op *fnOp, in []G.Value) (G.Value, error) {
 			s := in[0].Shape()
-			return run(tensor.Shape{n, s[1]}, in, gatherKernel[float32](*idx, s[1], false), gatherKernel[float64](*idx, s[1], false))
+			return op.run(tensor.Shape{n, s[1]}, in, gatherKernel[float32](*idx, s[1], false), gatherKernel[float64](*idx, s[1], false))
 		},
 		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			m := in[0].Shape()[0]
 			op := &fnOp{name: "scatter", arity: 1, typ: sameType(1),
 				shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{m, in[0][1]}, nil },
-				do: func(in []G.Value) (G.Value, error) {
+				do: func(op *fnOp, in []G.Value) (G.Value, error) {
 					d := in[0].Shape()[1]
-					return run(tensor.Shape{m, d}, in, gatherKernel[float32](*idx, d, true), gatherKernel[float64](*idx, d, true))
+					return op.run(tensor.Shape{m, d}, in, gatherKernel[float32](*idx, d, true), gatherKernel[float64](*idx, d, true))
 				}}
 			d, err := apply(op, g)
 			return G.Nodes{d}, err
@@ -726,7 +757,7 @@ func crossEntropy(x *G.Node, st *ceState) (*G.Node, error) {
 	a := hm.TypeVariable('a')
 	op := &fnOp{name: "crossEntropy", arity: 1, typ: hm.NewFnType(G.TensorType{Dims: 2, Of: a}, a), wrt: []bool{true},
 		shape: func([]tensor.Shape) (tensor.Shape, error) { return tensor.ScalarShape(), nil },
-		do: func(in []G.Value) (G.Value, error) {
+		do: func(op *fnOp, in []G.Value) (G.Value, error) {
 			d, err := dense(in[0])
 			if err != nil {
 				return nil, err
@@ -744,12 +775,12 @@ func crossEntropy(x *G.Node, st *ceState) (*G.Node, error) {
 		},
 		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			op := &fnOp{name: "crossEntropyGrad", arity: 2, typ: hm.NewFnType(G.TensorType{Dims: 2, Of: a}, a, G.TensorType{Dims: 2, Of: a}), shape: shapeOf(0),
-				do: func(in []G.Value) (G.Value, error) {
+				do: func(op *fnOp, in []G.Value) (G.Value, error) {
 					gs, err := scalar(in[1])
 					if err != nil {
 						return nil, err
 					}
-					return run(in[0].Shape(), in[:1], ceGradKernel[float32](st, gs), ceGradKernel[float64](st, gs))
+					return op.run(in[0].Shape(), in[:1], ceGradKernel[float32](st, gs), ceGradKernel[float64](st, gs))
 				}}
 			d, err := apply(op, in[0], g)
 			return G.Nodes{d}, err

@@ -99,7 +99,7 @@ func (r *Runner) openEngine(m *model.Model, lo *cpu.LoRA) (engine.Engine, error)
 	if r.Cfg.Model.Device == "gpu" {
 		return cuda.NewEngineWith(m, r.gpuOptions(), r.Log)
 	}
-	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, MaxBatch: r.Cfg.Model.BatchSize, Quantize: r.quantize()})
+	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, MaxBatch: r.Cfg.Model.BatchSize, Quantize: r.quantize(), Log: r.Log})
 }
 
 // openTrainer returns an engine that can also train the adapter lo. On the
@@ -128,7 +128,7 @@ func (r *Runner) openTrainer(m *model.Model, lo *cpu.LoRA, examples []engine.Exa
 		}
 		return cuda.NewTrainer(m, o, r.Log)
 	}
-	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, LoRA: lo, MaxBatch: r.Cfg.Training.MicroBatchSize, Quantize: r.quantize()})
+	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, LoRA: lo, MaxBatch: r.Cfg.Training.MicroBatchSize, Quantize: r.quantize(), Log: r.Log})
 }
 
 // quantize is model.quantize for the engines: "" or "int8".

@@ -127,7 +127,7 @@ func runGrads(ctx context.Context, e *env, args []string) error {
 		tr, err = cuda.NewTrainer(m, cuda.TrainOptions{Options: cuda.Options{Precision: precision},
 			Scale: o.Scale(), Dropout: 0, Params: params}, e.log)
 	} else {
-		tr, err = cpu.New(m, cpu.Options{DType: *dtype, LoRA: &cpu.LoRA{Scale: o.Scale(), Dropout: 0, Params: params}})
+		tr, err = cpu.New(m, cpu.Options{DType: *dtype, LoRA: &cpu.LoRA{Scale: o.Scale(), Dropout: 0, Params: params}, Log: e.log})
 	}
 	if err != nil {
 		return err

@@ -52,7 +52,7 @@ func runLogits(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer m.Close()
-	eng, err := cpu.New(m, cpu.Options{DType: *dtype})
+	eng, err := cpu.New(m, cpu.Options{DType: *dtype, Log: e.log})
 	if err != nil {
 		return err
 	}
