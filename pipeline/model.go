@@ -3,6 +3,7 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -99,7 +100,7 @@ func (r *Runner) openEngine(m *model.Model, lo *cpu.LoRA) (engine.Engine, error)
 	if r.Cfg.Model.Device == "gpu" {
 		return cuda.NewEngineWith(m, r.gpuOptions(), r.Log)
 	}
-	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, MaxBatch: r.Cfg.Model.BatchSize, Quantize: r.quantize(), Log: r.Log})
+	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, MaxBatch: r.Cfg.Model.BatchSize, Quantize: r.quantize(), Log: r.cpuLog()})
 }
 
 // openTrainer returns an engine that can also train the adapter lo. On the
@@ -128,7 +129,18 @@ func (r *Runner) openTrainer(m *model.Model, lo *cpu.LoRA, examples []engine.Exa
 		}
 		return cuda.NewTrainer(m, o, r.Log)
 	}
-	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, LoRA: lo, MaxBatch: r.Cfg.Training.MicroBatchSize, Quantize: r.quantize(), Log: r.Log})
+	return cpu.New(m, cpu.Options{DType: r.Cfg.Model.DType, LoRA: lo, MaxBatch: r.Cfg.Training.MicroBatchSize, Quantize: r.quantize(), Log: r.cpuLog()})
+}
+
+// cpuLog is the logger of a new CPU engine, whose one line names the GEMM
+// in use: the Runner's for its first engine, nil (none) for the later ones,
+// which open the same library (a run opens an engine per stage).
+func (r *Runner) cpuLog() *slog.Logger {
+	if r.gemmLogged {
+		return nil
+	}
+	r.gemmLogged = true
+	return r.Log
 }
 
 // quantize is model.quantize for the engines: "" or "int8".

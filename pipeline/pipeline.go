@@ -35,8 +35,9 @@ type Runner struct {
 	// trainer.Job.Comm); only rank 0 evaluates and writes. nil: one process.
 	Comm distributed.Communicator
 
-	fp        fingerprints // of the data, model and tokenizer, once computed
-	warnedAUC bool         // the undefined-AUC warning was given
+	fp         fingerprints // of the data, model and tokenizer, once computed
+	warnedAUC  bool         // the undefined-AUC warning was given
+	gemmLogged bool         // a CPU engine has said which GEMM it uses
 	// embedChunkDone, when set, is called after each saved chunk of item
 	// embeddings with the number of items done (tests interrupt there).
 	embedChunkDone func(done int)

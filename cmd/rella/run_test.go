@@ -48,7 +48,7 @@ lora: {lora_r: 2, lora_alpha: 4}
 training: {learning_rate: 1.0e-2, max_steps: 3, batch_size: 8, micro_batch_size: 4, save_steps: 1}
 retrieval: {enabled: true, dim: 4, train_type: mixed, train_samples: 12, batch_size: 8}
 `)
-	code, stdout, stderr := rella(t, "run", cfg)
+	code, stdout, stderr, log := rellaLog(t, "run", cfg)
 	if code != 0 {
 		t.Fatalf("run: exit %d\n%s", code, stderr)
 	}
@@ -56,6 +56,10 @@ retrieval: {enabled: true, dim: 4, train_type: mixed, train_samples: 12, batch_s
 		if !strings.Contains(stdout, w) {
 			t.Errorf("summary lacks %q:\n%s", w, stdout)
 		}
+	}
+	// the run opens an engine per stage; the GEMM in use is said once
+	if n := strings.Count(log, "cpu engine: GEMM"); n != 1 {
+		t.Errorf("the log names the GEMM %d times, want once:\n%s", n, log)
 	}
 	out := filepath.Join(dir, "out")
 	var stats map[string]int
