@@ -36,10 +36,7 @@ func baselineCommand() command {
 				}
 				r.Cfg.Baseline.Model = *model
 			}
-			if *split == "" {
-				*split = r.Cfg.Evaluation.Split
-			}
-			if err := checkSplit(*split); err != nil {
+			if *split, err = splitOr(*split, r); err != nil {
 				return err
 			}
 			release, err := claim(e, r, "baseline", args, needs{})

@@ -27,10 +27,7 @@ func scoreCommand() command {
 			if err != nil {
 				return err
 			}
-			if *split == "" {
-				*split = r.Cfg.Evaluation.Split
-			}
-			if err := checkSplit(*split); err != nil {
+			if *split, err = splitOr(*split, r); err != nil {
 				return err
 			}
 			if r.Shard, err = sf.resolve(e); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -138,10 +139,7 @@ func mergeCommand() command {
 			if err != nil {
 				return err
 			}
-			if *split == "" {
-				*split = r.Cfg.Evaluation.Split
-			}
-			if err := checkSplit(*split); err != nil {
+			if *split, err = splitOr(*split, r); err != nil {
 				return err
 			}
 			release, err := claim(e, r, "merge", args, needs{})
@@ -175,6 +173,13 @@ func mergeRun(ctx context.Context, e *env, r *pipeline.Runner, ds *data.Dataset,
 	}
 	fmt.Fprint(e.stdout, (&pipeline.Summary{Rows: res}).Table())
 	return nil
+}
+
+// splitOr is the --split value flag, else the config's evaluation.split,
+// checked by checkSplit.
+func splitOr(flag string, r *pipeline.Runner) (string, error) {
+	split := cmp.Or(flag, r.Cfg.Evaluation.Split)
+	return split, checkSplit(split)
 }
 
 // checkSplit accepts train, valid and test.
