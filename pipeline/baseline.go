@@ -1,20 +1,16 @@
 package pipeline
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 
 	"github.com/rella-project/rella/baseline"
 	"github.com/rella-project/rella/data"
-	"github.com/rella-project/rella/internal/atomicfile"
-	"github.com/rella-project/rella/metrics"
+	"github.com/rella-project/rella/internal/progress"
 )
 
 // LogFile is the per-epoch log of a baseline's training (one JSON object a line).
@@ -75,12 +71,12 @@ func (r *Runner) Baseline(ctx context.Context, ds *data.Dataset, split string, r
 	if err != nil {
 		return Result{}, err
 	}
-	res, err := r.writeBaselineResults(dir, rec, ds, samples, p)
+	res, err := r.writeResults(dir, rec, predictionsOf(ds, samples, 0), p)
 	if err != nil {
 		return Result{}, err
 	}
-	r.Log.Info("baseline: done", "model", bc.Model, "split", split, "n", res.N, "auc", round4(res.AUC),
-		"logloss", round4(res.LogLoss), "acc", round4(res.Accuracy), "best_epoch", m.BestEpoch, "dir", dir)
+	r.Log.Info("baseline: done", "model", bc.Model, "split", split, "n", res.N, "auc", progress.Fixed(res.AUC, 4),
+		"logloss", progress.Fixed(res.LogLoss, 4), "acc", progress.Fixed(res.Accuracy, 4), "best_epoch", m.BestEpoch, "dir", dir)
 	return Result{Variant: v, Dir: dir, K: bc.HistoryLen, Metrics: res}, nil
 }
 
@@ -113,34 +109,3 @@ func (r *Runner) baselineRecord(v Variant) (*Record, error) {
 	}
 	return rec, nil
 }
-
-// writeBaselineResults writes predictions.jsonl and metrics.json as the
-// score stage does.
-func (r *Runner) writeBaselineResults(dir string, rec *Record, ds *data.Dataset, samples []data.Sample, p []float64) (metrics.Result, error) {
-	labels := make([]int, len(samples))
-	err := atomicfile.Write(filepath.Join(dir, PredictionsFile), func(w io.Writer) error {
-		bw := bufio.NewWriter(w)
-		enc := json.NewEncoder(bw)
-		for i, s := range samples {
-			labels[i] = int(s.Label)
-			q := Prediction{Index: i, User: ds.Users[s.User].ID, Item: ds.Items[ds.Target(s).Item].ID, Label: labels[i], P: p[i]}
-			if err := enc.Encode(q); err != nil {
-				return err
-			}
-		}
-		return bw.Flush()
-	})
-	if err != nil {
-		return metrics.Result{}, err
-	}
-	res := metrics.Compute(labels, p)
-	rec.Result = res
-	stamp(rec)
-	if err := writeJSON(filepath.Join(dir, MetricsFile), rec); err != nil {
-		return metrics.Result{}, err
-	}
-	return res, nil
-}
-
-// round4 rounds a metric to 4 decimals for the log (metrics.json keeps full precision).
-func round4(x float64) float64 { return math.Round(x*1e4) / 1e4 }

@@ -275,12 +275,7 @@ func (r *Runner) evaluate(ctx context.Context, sc *Scorer, dir string, rec *Reco
 // offset (a shard): predictions.jsonl numbers its samples offset, offset+1...
 // as the unsharded run does.
 func (r *Runner) evaluateFrom(ctx context.Context, sc *Scorer, dir string, rec *Record, ds *data.Dataset, samples []data.Sample, seqs [][]int, offset int) (metrics.Result, error) {
-	base := make([]Prediction, len(samples))
-	labels := make([]int, len(samples))
-	for i, s := range samples {
-		labels[i] = int(s.Label)
-		base[i] = Prediction{Index: offset + i, User: ds.Users[s.User].ID, Item: ds.Items[ds.Target(s).Item].ID, Label: labels[i]}
-	}
+	base := predictionsOf(ds, samples, offset)
 	ppath := filepath.Join(dir, partialFile)
 	h := partialHeader{Fingerprint: rec.Fingerprint, BatchSize: max(sc.BatchSize, 1), N: len(samples), Offset: offset}
 	known := readPartial(ppath, h)
@@ -301,12 +296,38 @@ func (r *Runner) evaluateFrom(ctx context.Context, sc *Scorer, dir string, rec *
 		}
 		return metrics.Result{}, err
 	}
-	err = atomicfile.Write(filepath.Join(dir, PredictionsFile), func(w io.Writer) error {
+	res, err := r.writeResults(dir, rec, base, p)
+	if err != nil {
+		return metrics.Result{}, err
+	}
+	if err := os.Remove(ppath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return metrics.Result{}, err
+	}
+	return res, nil
+}
+
+// predictionsOf returns the prediction records of samples (P not yet set),
+// numbered from offset.
+func predictionsOf(ds *data.Dataset, samples []data.Sample, offset int) []Prediction {
+	preds := make([]Prediction, len(samples))
+	for i, s := range samples {
+		preds[i] = Prediction{Index: offset + i, User: ds.Users[s.User].ID, Item: ds.Items[ds.Target(s).Item].ID, Label: int(s.Label)}
+	}
+	return preds
+}
+
+// writeResults writes dir/predictions.jsonl (preds with P from p) and
+// dir/metrics.json (rec completed with the metrics of the labels and p, and
+// stamped), as every stage that scores does; an undefined AUC (one label
+// only) is warned about once per Runner.
+func (r *Runner) writeResults(dir string, rec *Record, preds []Prediction, p []float64) (metrics.Result, error) {
+	labels := make([]int, len(preds))
+	err := atomicfile.Write(filepath.Join(dir, PredictionsFile), func(w io.Writer) error {
 		bw := bufio.NewWriter(w)
 		enc := json.NewEncoder(bw)
-		for i := range base {
-			q := base[i]
+		for i, q := range preds {
 			q.P = p[i]
+			labels[i] = q.Label
 			if err := enc.Encode(q); err != nil {
 				return err
 			}
@@ -325,9 +346,6 @@ func (r *Runner) evaluateFrom(ctx context.Context, sc *Scorer, dir string, rec *
 	rec.Result = res
 	stamp(rec)
 	if err := writeJSON(filepath.Join(dir, MetricsFile), rec); err != nil {
-		return metrics.Result{}, err
-	}
-	if err := os.Remove(ppath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return metrics.Result{}, err
 	}
 	return res, nil
