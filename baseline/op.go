@@ -1,10 +1,11 @@
 package baseline
 
-// The Gorgonia Op plumbing of the baselines' custom operations: an op is a
-// name, a shape rule, a forward kernel and a symbolic derivative built from
-// further ops, so Gorgonia's autodiff composes them (as package cpu does
-// for the LLaMA graph). Kernels are generic over float32 (training) and
-// float64 (the finite-difference tests).
+// The baselines' side of the Gorgonia Op plumbing. The op type, the
+// float32/float64 kernel dispatch and the chunked loop are package
+// gorgop's (shared with package cpu); what the baselines do their own way
+// is here: dense inputs, a fresh output per run, and the type from the
+// inputs and the output shape. Kernels are generic over float32
+// (training) and float64 (the finite-difference tests).
 
 import (
 	"fmt"
