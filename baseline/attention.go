@@ -6,6 +6,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/rella-project/rella/internal/gorgop"
 )
 
 // selfAttention is single-head causal scaled dot-product attention within
@@ -13,8 +15,8 @@ import (
 // attends to its positions j <= i with j < (*lens)[b] (left-aligned
 // sequences, padding after). A sample with no behaviour gives zeros.
 func selfAttention(q, k, v *G.Node, lens *[]int32, l int) (*G.Node, error) {
-	o := &op{name: "selfAttention", arity: 3, wrt: []bool{true, true, true},
-		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+	o := &op{Name: "selfAttention", Inputs: 3, WRT: []bool{true, true, true},
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) {
 			for i, s := range in {
 				if s.Dims() != 2 || !s.Eq(in[0]) || s[0]%l != 0 {
 					return nil, fmt.Errorf("input %d has shape %v (q %v, L %d)", i, s, in[0], l)
@@ -22,22 +24,22 @@ func selfAttention(q, k, v *G.Node, lens *[]int32, l int) (*G.Node, error) {
 			}
 			return in[0].Clone(), nil
 		},
-		do: func(in []*tensor.Dense) (*tensor.Dense, error) {
+		Forward: forwardDense(func(in []*tensor.Dense) (*tensor.Dense, error) {
 			s := in[0].Shape()
 			if len(*lens)*l != s[0] {
 				return nil, fmt.Errorf("%d lengths for %d rows of L=%d", len(*lens), s[0], l)
 			}
 			return run(s.Clone(), in, attnKernel[float32](*lens, l, s[1], -1), attnKernel[float64](*lens, l, s[1], -1))
-		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		}),
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			s := in[0].Shape().Clone()
 			var out G.Nodes
 			for which, name := range []string{"selfAttentionGradQ", "selfAttentionGradK", "selfAttentionGradV"} {
-				grad := &op{name: name, arity: 4,
-					shape: func([]tensor.Shape) (tensor.Shape, error) { return s, nil },
-					do: func(x []*tensor.Dense) (*tensor.Dense, error) {
+				grad := &op{Name: name, Inputs: 4,
+					OutShape: func([]tensor.Shape) (tensor.Shape, error) { return s, nil },
+					Forward: forwardDense(func(x []*tensor.Dense) (*tensor.Dense, error) {
 						return run(s, x, attnKernel[float32](*lens, l, s[1], which), attnKernel[float64](*lens, l, s[1], which))
-					}}
+					})}
 				d, err := apply(grad, in[0], in[1], in[2], g)
 				if err != nil {
 					return nil, err
@@ -54,7 +56,7 @@ func selfAttention(q, k, v *G.Node, lens *[]int32, l int) (*G.Node, error) {
 // its gradients (which = 0, 1, 2 for dq, dk, dv; inputs q, k, v, g): with
 // P = softmax(q kᵀ/√D) over the valid keys, dV = Pᵀ g, dP = g vᵀ,
 // dS = P ∘ (dP − rowsum(P ∘ dP)), dq = dS k/√D, dk = dSᵀ q/√D.
-func attnKernel[T float](lens []int32, l, d, which int) kernel[T] {
+func attnKernel[T gorgop.Float](lens []int32, l, d, which int) gorgop.Kernel[T] {
 	sc := 1 / math.Sqrt(float64(d))
 	return func(o []T, x [][]T) {
 		parallel(len(lens), func(lo, hi int) {

@@ -12,6 +12,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/rella-project/rella/internal/gorgop"
 )
 
 func sameShapes(in []tensor.Shape) (tensor.Shape, error) {
@@ -25,16 +27,16 @@ func sameShapes(in []tensor.Shape) (tensor.Shape, error) {
 
 // add is a + b (same shapes).
 func add(a, b *G.Node) (*G.Node, error) {
-	o := &op{name: "add", arity: 2, wrt: []bool{true, true}, shape: sameShapes,
-		do: func(in []*tensor.Dense) (*tensor.Dense, error) {
+	o := &op{Name: "add", Inputs: 2, WRT: []bool{true, true}, OutShape: sameShapes,
+		Forward: forwardDense(func(in []*tensor.Dense) (*tensor.Dense, error) {
 			return run(in[0].Shape().Clone(), in, addKernel[float32], addKernel[float64])
-		},
-		diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) { return G.Nodes{g, g}, nil },
+		}),
+		Diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) { return G.Nodes{g, g}, nil },
 	}
 	return apply(o, a, b)
 }
 
-func addKernel[T float](o []T, x [][]T) {
+func addKernel[T gorgop.Float](o []T, x [][]T) {
 	chunks(len(o), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			o[i] = x[0][i] + x[1][i]
@@ -44,21 +46,15 @@ func addKernel[T float](o []T, x [][]T) {
 
 // chunks runs f over [0,n) on all cores when n is large enough to pay for
 // the goroutines (element-wise kernels: each index written by one).
-func chunks(n int, f func(lo, hi int)) {
-	if n < 1<<15 {
-		f(0, n)
-		return
-	}
-	parallel(n, f)
-}
+func chunks(n int, f func(lo, hi int)) { gorgop.Parallel(n, 1<<15, f) }
 
 // mul is the element-wise product a ∘ b (same shapes).
 func mul(a, b *G.Node) (*G.Node, error) {
-	o := &op{name: "mul", arity: 2, wrt: []bool{true, true}, shape: sameShapes,
-		do: func(in []*tensor.Dense) (*tensor.Dense, error) {
+	o := &op{Name: "mul", Inputs: 2, WRT: []bool{true, true}, OutShape: sameShapes,
+		Forward: forwardDense(func(in []*tensor.Dense) (*tensor.Dense, error) {
 			return run(in[0].Shape().Clone(), in, mulKernel[float32], mulKernel[float64])
-		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		}),
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			da, err := mul(g, in[1])
 			if err != nil {
 				return nil, err
@@ -70,7 +66,7 @@ func mul(a, b *G.Node) (*G.Node, error) {
 	return apply(o, a, b)
 }
 
-func mulKernel[T float](o []T, x [][]T) {
+func mulKernel[T gorgop.Float](o []T, x [][]T) {
 	chunks(len(o), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			o[i] = x[0][i] * x[1][i]
@@ -80,15 +76,15 @@ func mulKernel[T float](o []T, x [][]T) {
 
 // relu is max(x, 0); its derivative is taken as 0 at 0.
 func relu(x *G.Node) (*G.Node, error) {
-	o := &op{name: "relu", arity: 1, wrt: []bool{true}, shape: sameShapes,
-		do: func(in []*tensor.Dense) (*tensor.Dense, error) {
+	o := &op{Name: "relu", Inputs: 1, WRT: []bool{true}, OutShape: sameShapes,
+		Forward: forwardDense(func(in []*tensor.Dense) (*tensor.Dense, error) {
 			return run(in[0].Shape().Clone(), in, reluKernel[float32], reluKernel[float64])
-		},
-		diff: func(_ G.Nodes, out, g *G.Node) (G.Nodes, error) {
-			grad := &op{name: "reluGrad", arity: 2, shape: sameShapes, // (y, g) -> g where y > 0
-				do: func(in []*tensor.Dense) (*tensor.Dense, error) {
+		}),
+		Diff: func(_ G.Nodes, out, g *G.Node) (G.Nodes, error) {
+			grad := &op{Name: "reluGrad", Inputs: 2, OutShape: sameShapes, // (y, g) -> g where y > 0
+				Forward: forwardDense(func(in []*tensor.Dense) (*tensor.Dense, error) {
 					return run(in[0].Shape().Clone(), in, reluGradKernel[float32], reluGradKernel[float64])
-				}}
+				})}
 			d, err := apply(grad, out, g)
 			return G.Nodes{d}, err
 		},
@@ -96,7 +92,7 @@ func relu(x *G.Node) (*G.Node, error) {
 	return apply(o, x)
 }
 
-func reluKernel[T float](o []T, x [][]T) {
+func reluKernel[T gorgop.Float](o []T, x [][]T) {
 	chunks(len(o), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			o[i] = max(x[0][i], 0)
@@ -104,7 +100,7 @@ func reluKernel[T float](o []T, x [][]T) {
 	})
 }
 
-func reluGradKernel[T float](o []T, x [][]T) {
+func reluGradKernel[T gorgop.Float](o []T, x [][]T) {
 	chunks(len(o), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			if x[0][i] > 0 {
@@ -116,25 +112,25 @@ func reluGradKernel[T float](o []T, x [][]T) {
 
 // rowDot is the dot product of matching rows: a, b [n, d] -> [n, 1].
 func rowDot(a, b *G.Node) (*G.Node, error) {
-	o := &op{name: "rowDot", arity: 2, wrt: []bool{true, true},
-		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+	o := &op{Name: "rowDot", Inputs: 2, WRT: []bool{true, true},
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) {
 			if _, err := sameShapes(in); err != nil {
 				return nil, err
 			}
 			return tensor.Shape{in[0][0], 1}, want2D(in[0], "input")
 		},
-		do: func(in []*tensor.Dense) (*tensor.Dense, error) {
+		Forward: forwardDense(func(in []*tensor.Dense) (*tensor.Dense, error) {
 			n, d := in[0].Shape()[0], in[0].Shape()[1]
 			return run(tensor.Shape{n, 1}, in, rowDotKernel[float32](d), rowDotKernel[float64](d))
-		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		}),
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			s := in[0].Shape().Clone()
 			scale := func(x *G.Node) (*G.Node, error) { // (x, g) -> x[r]·g[r]
-				o := &op{name: "rowScale", arity: 2,
-					shape: func([]tensor.Shape) (tensor.Shape, error) { return s, nil },
-					do: func(v []*tensor.Dense) (*tensor.Dense, error) {
+				o := &op{Name: "rowScale", Inputs: 2,
+					OutShape: func([]tensor.Shape) (tensor.Shape, error) { return s, nil },
+					Forward: forwardDense(func(v []*tensor.Dense) (*tensor.Dense, error) {
 						return run(s, v, rowScaleKernel[float32](s[1]), rowScaleKernel[float64](s[1]))
-					}}
+					})}
 				return apply(o, x, g)
 			}
 			da, err := scale(in[1])
@@ -148,7 +144,7 @@ func rowDot(a, b *G.Node) (*G.Node, error) {
 	return apply(o, a, b)
 }
 
-func rowDotKernel[T float](d int) kernel[T] {
+func rowDotKernel[T gorgop.Float](d int) gorgop.Kernel[T] {
 	return func(o []T, x [][]T) {
 		for r := range o {
 			var s T
@@ -160,7 +156,7 @@ func rowDotKernel[T float](d int) kernel[T] {
 	}
 }
 
-func rowScaleKernel[T float](d int) kernel[T] {
+func rowScaleKernel[T gorgop.Float](d int) gorgop.Kernel[T] {
 	return func(o []T, x [][]T) {
 		for i, v := range x[0] {
 			o[i] = v * x[1][i/d]

@@ -10,6 +10,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/rella-project/rella/internal/gorgop"
 )
 
 // lookup gathers rows of table [V, d] by *ids (n indices, refilled before
@@ -21,14 +23,14 @@ func lookup(table *G.Node, ids *[]int32, n int) (*G.Node, error) {
 }
 
 func lookupOp(ids *[]int32, n int) *op {
-	return &op{name: "lookup", arity: 1, wrt: []bool{true},
-		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+	return &op{Name: "lookup", Inputs: 1, WRT: []bool{true},
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) {
 			if err := want2D(in[0], "table"); err != nil {
 				return nil, err
 			}
 			return tensor.Shape{n, in[0][1]}, nil
 		},
-		do: func(in []*tensor.Dense) (*tensor.Dense, error) {
+		Forward: forwardDense(func(in []*tensor.Dense) (*tensor.Dense, error) {
 			v, d := in[0].Shape()[0], in[0].Shape()[1]
 			if len(*ids) != n {
 				return nil, fmt.Errorf("%d indices, want %d", len(*ids), n)
@@ -39,22 +41,22 @@ func lookupOp(ids *[]int32, n int) *op {
 				}
 			}
 			return run(tensor.Shape{n, d}, in, lookupKernel[float32](*ids, d), lookupKernel[float64](*ids, d))
-		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		}),
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			v := in[0].Shape()[0]
-			grad := &op{name: "lookupGrad", arity: 1,
-				shape: func(s []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{v, s[0][1]}, nil },
-				do: func(x []*tensor.Dense) (*tensor.Dense, error) {
+			grad := &op{Name: "lookupGrad", Inputs: 1,
+				OutShape: func(s []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{v, s[0][1]}, nil },
+				Forward: forwardDense(func(x []*tensor.Dense) (*tensor.Dense, error) {
 					d := x[0].Shape()[1]
 					return run(tensor.Shape{v, d}, x, scatterKernel[float32](*ids, d), scatterKernel[float64](*ids, d))
-				}}
+				})}
 			dt, err := apply(grad, g)
 			return G.Nodes{dt}, err
 		},
 	}
 }
 
-func lookupKernel[T float](ids []int32, d int) kernel[T] {
+func lookupKernel[T gorgop.Float](ids []int32, d int) gorgop.Kernel[T] {
 	return func(o []T, x [][]T) {
 		for i, id := range ids {
 			if id != 0 {
@@ -64,7 +66,7 @@ func lookupKernel[T float](ids []int32, d int) kernel[T] {
 	}
 }
 
-func scatterKernel[T float](ids []int32, d int) kernel[T] {
+func scatterKernel[T gorgop.Float](ids []int32, d int) gorgop.Kernel[T] {
 	return func(o []T, x [][]T) {
 		for i, id := range ids {
 			if id == 0 {
@@ -80,22 +82,22 @@ func scatterKernel[T float](ids []int32, d int) kernel[T] {
 
 // addBias adds b [h] to every row of x [n, h].
 func addBias(x, b *G.Node) (*G.Node, error) {
-	o := &op{name: "addBias", arity: 2, wrt: []bool{true, true},
-		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+	o := &op{Name: "addBias", Inputs: 2, WRT: []bool{true, true},
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) {
 			if in[0].Dims() != 2 || in[1].TotalSize() != in[0][1] {
 				return nil, fmt.Errorf("shapes %v and %v", in[0], in[1])
 			}
 			return in[0].Clone(), nil
 		},
-		do: func(in []*tensor.Dense) (*tensor.Dense, error) {
+		Forward: forwardDense(func(in []*tensor.Dense) (*tensor.Dense, error) {
 			return run(in[0].Shape(), in, addBiasKernel[float32], addBiasKernel[float64])
-		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
-			colSum := &op{name: "colSum", arity: 1,
-				shape: func(s []tensor.Shape) (tensor.Shape, error) { return in[1].Shape().Clone(), nil },
-				do: func(x []*tensor.Dense) (*tensor.Dense, error) {
+		}),
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+			colSum := &op{Name: "colSum", Inputs: 1,
+				OutShape: func(s []tensor.Shape) (tensor.Shape, error) { return in[1].Shape().Clone(), nil },
+				Forward: forwardDense(func(x []*tensor.Dense) (*tensor.Dense, error) {
 					return run(in[1].Shape().Clone(), x, colSumKernel[float32], colSumKernel[float64])
-				}}
+				})}
 			db, err := apply(colSum, g)
 			return G.Nodes{g, db}, err
 		},
@@ -103,7 +105,7 @@ func addBias(x, b *G.Node) (*G.Node, error) {
 	return apply(o, x, b)
 }
 
-func addBiasKernel[T float](o []T, x [][]T) {
+func addBiasKernel[T gorgop.Float](o []T, x [][]T) {
 	h := len(x[1])
 	chunks(len(o)/h, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -115,7 +117,7 @@ func addBiasKernel[T float](o []T, x [][]T) {
 	})
 }
 
-func colSumKernel[T float](o []T, x [][]T) {
+func colSumKernel[T gorgop.Float](o []T, x [][]T) {
 	h := len(o)
 	for i, v := range x[0] {
 		o[i%h] += v
@@ -128,27 +130,27 @@ func colSumKernel[T float](o []T, x [][]T) {
 // is [B, l].
 func maskedSoftmax(s *G.Node, lens *[]int32, l int) (*G.Node, error) {
 	inShape := s.Shape().Clone()
-	o := &op{name: "maskedSoftmax", arity: 1, wrt: []bool{true},
-		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+	o := &op{Name: "maskedSoftmax", Inputs: 1, WRT: []bool{true},
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) {
 			n := in[0].TotalSize()
 			if n%l != 0 {
 				return nil, fmt.Errorf("%v scores are not rows of %d", in[0], l)
 			}
 			return tensor.Shape{n / l, l}, nil
 		},
-		do: func(in []*tensor.Dense) (*tensor.Dense, error) {
+		Forward: forwardDense(func(in []*tensor.Dense) (*tensor.Dense, error) {
 			n := in[0].Shape().TotalSize()
 			if len(*lens)*l != n {
 				return nil, fmt.Errorf("%d lengths for %v scores in rows of %d", len(*lens), in[0].Shape(), l)
 			}
 			return run(tensor.Shape{n / l, l}, in, softmaxKernel[float32](*lens, l), softmaxKernel[float64](*lens, l))
-		},
-		diff: func(_ G.Nodes, out, g *G.Node) (G.Nodes, error) {
-			grad := &op{name: "maskedSoftmaxGrad", arity: 2, // (p, g) -> the scores' gradient, in their shape
-				shape: func([]tensor.Shape) (tensor.Shape, error) { return inShape, nil },
-				do: func(x []*tensor.Dense) (*tensor.Dense, error) {
+		}),
+		Diff: func(_ G.Nodes, out, g *G.Node) (G.Nodes, error) {
+			grad := &op{Name: "maskedSoftmaxGrad", Inputs: 2, // (p, g) -> the scores' gradient, in their shape
+				OutShape: func([]tensor.Shape) (tensor.Shape, error) { return inShape, nil },
+				Forward: forwardDense(func(x []*tensor.Dense) (*tensor.Dense, error) {
 					return run(inShape, x, softmaxGradKernel[float32](l), softmaxGradKernel[float64](l))
-				}}
+				})}
 			d, err := apply(grad, out, g)
 			return G.Nodes{d}, err
 		},
@@ -156,7 +158,7 @@ func maskedSoftmax(s *G.Node, lens *[]int32, l int) (*G.Node, error) {
 	return apply(o, s)
 }
 
-func softmaxKernel[T float](lens []int32, l int) kernel[T] {
+func softmaxKernel[T gorgop.Float](lens []int32, l int) gorgop.Kernel[T] {
 	return func(o []T, x [][]T) {
 		for b, n := range lens {
 			n := min(int(n), l)
@@ -183,7 +185,7 @@ func softmaxKernel[T float](lens []int32, l int) kernel[T] {
 
 // softmaxGradKernel: in = (p, g); dx = p ∘ (g − Σ g∘p) per row (masked
 // positions have p = 0 and so get 0).
-func softmaxGradKernel[T float](l int) kernel[T] {
+func softmaxGradKernel[T gorgop.Float](l int) gorgop.Kernel[T] {
 	return func(o []T, x [][]T) {
 		p, g := x[0], x[1]
 		for b := 0; b < len(p)/l; b++ {
@@ -201,29 +203,29 @@ func softmaxGradKernel[T float](l int) kernel[T] {
 // pool is the weighted sum of each sample's L rows: w [B, L], v [B*L, D]
 // -> [B, D], out[b] = Σ_t w[b,t] v[b*L+t].
 func pool(w, v *G.Node) (*G.Node, error) {
-	o := &op{name: "pool", arity: 2, wrt: []bool{true, true},
-		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+	o := &op{Name: "pool", Inputs: 2, WRT: []bool{true, true},
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) {
 			if in[0].Dims() != 2 || in[1].Dims() != 2 || in[0][0]*in[0][1] != in[1][0] {
 				return nil, fmt.Errorf("weights %v and values %v", in[0], in[1])
 			}
 			return tensor.Shape{in[0][0], in[1][1]}, nil
 		},
-		do: func(in []*tensor.Dense) (*tensor.Dense, error) {
+		Forward: forwardDense(func(in []*tensor.Dense) (*tensor.Dense, error) {
 			b, l, d := in[0].Shape()[0], in[0].Shape()[1], in[1].Shape()[1]
 			return run(tensor.Shape{b, d}, in, poolKernel[float32](l, d), poolKernel[float64](l, d))
-		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		}),
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			wShape, vShape := in[0].Shape().Clone(), in[1].Shape().Clone()
-			dw := &op{name: "poolGradW", arity: 2, // (v, g) -> dw[b,t] = g[b]·v[bL+t]
-				shape: func([]tensor.Shape) (tensor.Shape, error) { return wShape, nil },
-				do: func(x []*tensor.Dense) (*tensor.Dense, error) {
+			dw := &op{Name: "poolGradW", Inputs: 2, // (v, g) -> dw[b,t] = g[b]·v[bL+t]
+				OutShape: func([]tensor.Shape) (tensor.Shape, error) { return wShape, nil },
+				Forward: forwardDense(func(x []*tensor.Dense) (*tensor.Dense, error) {
 					return run(wShape, x, poolGradWKernel[float32](wShape[1], vShape[1]), poolGradWKernel[float64](wShape[1], vShape[1]))
-				}}
-			dv := &op{name: "poolGradV", arity: 2, // (w, g) -> dv[bL+t] = w[b,t] g[b]
-				shape: func([]tensor.Shape) (tensor.Shape, error) { return vShape, nil },
-				do: func(x []*tensor.Dense) (*tensor.Dense, error) {
+				})}
+			dv := &op{Name: "poolGradV", Inputs: 2, // (w, g) -> dv[bL+t] = w[b,t] g[b]
+				OutShape: func([]tensor.Shape) (tensor.Shape, error) { return vShape, nil },
+				Forward: forwardDense(func(x []*tensor.Dense) (*tensor.Dense, error) {
 					return run(vShape, x, poolGradVKernel[float32](wShape[1], vShape[1]), poolGradVKernel[float64](wShape[1], vShape[1]))
-				}}
+				})}
 			gw, err := apply(dw, in[1], g)
 			if err != nil {
 				return nil, err
@@ -235,7 +237,7 @@ func pool(w, v *G.Node) (*G.Node, error) {
 	return apply(o, w, v)
 }
 
-func poolKernel[T float](l, d int) kernel[T] {
+func poolKernel[T gorgop.Float](l, d int) gorgop.Kernel[T] {
 	return func(o []T, x [][]T) {
 		w, v := x[0], x[1]
 		for r, wt := range w { // r = b*L+t
@@ -251,7 +253,7 @@ func poolKernel[T float](l, d int) kernel[T] {
 	}
 }
 
-func poolGradWKernel[T float](l, d int) kernel[T] {
+func poolGradWKernel[T gorgop.Float](l, d int) gorgop.Kernel[T] {
 	return func(o []T, x [][]T) {
 		v, g := x[0], x[1]
 		for r := range o {
@@ -265,7 +267,7 @@ func poolGradWKernel[T float](l, d int) kernel[T] {
 	}
 }
 
-func poolGradVKernel[T float](l, d int) kernel[T] {
+func poolGradVKernel[T gorgop.Float](l, d int) gorgop.Kernel[T] {
 	return func(o []T, x [][]T) {
 		w, g := x[0], x[1]
 		for r, wt := range w {
@@ -280,21 +282,21 @@ func poolGradVKernel[T float](l, d int) kernel[T] {
 
 // repeatRows repeats each row of x [B, D] l times: [B*l, D].
 func repeatRows(x *G.Node, l int) (*G.Node, error) {
-	o := &op{name: "repeatRows", arity: 1, wrt: []bool{true},
-		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+	o := &op{Name: "repeatRows", Inputs: 1, WRT: []bool{true},
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) {
 			return tensor.Shape{in[0][0] * l, in[0][1]}, want2D(in[0], "input")
 		},
-		do: func(in []*tensor.Dense) (*tensor.Dense, error) {
+		Forward: forwardDense(func(in []*tensor.Dense) (*tensor.Dense, error) {
 			s := in[0].Shape()
 			return run(tensor.Shape{s[0] * l, s[1]}, in, repeatKernel[float32](l, s[1]), repeatKernel[float64](l, s[1]))
-		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		}),
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			s := in[0].Shape().Clone()
-			sum := &op{name: "repeatRowsGrad", arity: 1,
-				shape: func([]tensor.Shape) (tensor.Shape, error) { return s, nil },
-				do: func(x []*tensor.Dense) (*tensor.Dense, error) {
+			sum := &op{Name: "repeatRowsGrad", Inputs: 1,
+				OutShape: func([]tensor.Shape) (tensor.Shape, error) { return s, nil },
+				Forward: forwardDense(func(x []*tensor.Dense) (*tensor.Dense, error) {
 					return run(s, x, sumRowsKernel[float32](l, s[1]), sumRowsKernel[float64](l, s[1]))
-				}}
+				})}
 			d, err := apply(sum, g)
 			return G.Nodes{d}, err
 		},
@@ -302,7 +304,7 @@ func repeatRows(x *G.Node, l int) (*G.Node, error) {
 	return apply(o, x)
 }
 
-func repeatKernel[T float](l, d int) kernel[T] {
+func repeatKernel[T gorgop.Float](l, d int) gorgop.Kernel[T] {
 	return func(o []T, x [][]T) {
 		for r := 0; r < len(o)/d; r++ {
 			b := r / l
@@ -311,7 +313,7 @@ func repeatKernel[T float](l, d int) kernel[T] {
 	}
 }
 
-func sumRowsKernel[T float](l, d int) kernel[T] {
+func sumRowsKernel[T gorgop.Float](l, d int) gorgop.Kernel[T] {
 	return func(o []T, x [][]T) {
 		for r := 0; r < len(x[0])/d; r++ {
 			b := r / l
@@ -327,24 +329,24 @@ func sumRowsKernel[T float](l, d int) kernel[T] {
 // packed in each row of x [B, f*d]: 0.5 Σ_k [(Σ_i x_ik)² − Σ_i x_ik²],
 // out [B, 1].
 func fm(x *G.Node, f int) (*G.Node, error) {
-	o := &op{name: "fm", arity: 1, wrt: []bool{true},
-		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+	o := &op{Name: "fm", Inputs: 1, WRT: []bool{true},
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) {
 			if in[0].Dims() != 2 || in[0][1]%f != 0 {
 				return nil, fmt.Errorf("input %v is not %d fields", in[0], f)
 			}
 			return tensor.Shape{in[0][0], 1}, nil
 		},
-		do: func(in []*tensor.Dense) (*tensor.Dense, error) {
+		Forward: forwardDense(func(in []*tensor.Dense) (*tensor.Dense, error) {
 			s := in[0].Shape()
 			return run(tensor.Shape{s[0], 1}, in, fmKernel[float32](f, s[1]/f, false), fmKernel[float64](f, s[1]/f, false))
-		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		}),
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			s := in[0].Shape().Clone()
-			grad := &op{name: "fmGrad", arity: 2, // (x, g) -> g_b (Σ_j x_jk − x_ik)
-				shape: func([]tensor.Shape) (tensor.Shape, error) { return s, nil },
-				do: func(x []*tensor.Dense) (*tensor.Dense, error) {
+			grad := &op{Name: "fmGrad", Inputs: 2, // (x, g) -> g_b (Σ_j x_jk − x_ik)
+				OutShape: func([]tensor.Shape) (tensor.Shape, error) { return s, nil },
+				Forward: forwardDense(func(x []*tensor.Dense) (*tensor.Dense, error) {
 					return run(s, x, fmKernel[float32](f, s[1]/f, true), fmKernel[float64](f, s[1]/f, true))
-				}}
+				})}
 			d, err := apply(grad, in[0], g)
 			return G.Nodes{d}, err
 		},
@@ -352,7 +354,7 @@ func fm(x *G.Node, f int) (*G.Node, error) {
 	return apply(o, x)
 }
 
-func fmKernel[T float](f, d int, grad bool) kernel[T] {
+func fmKernel[T gorgop.Float](f, d int, grad bool) gorgop.Kernel[T] {
 	return func(o []T, in [][]T) {
 		x := in[0]
 		w := f * d
@@ -385,9 +387,9 @@ func fmKernel[T float](f, d int, grad bool) kernel[T] {
 // against (*labels)[b] with weights (*weights)[b] (0 for padding rows):
 // Σ w (softplus(z) − y z) / Σ w, a scalar.
 func bceLoss(z *G.Node, labels, weights *[]float64) (*G.Node, error) {
-	o := &op{name: "bceWithLogits", arity: 1, wrt: []bool{true},
-		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.ScalarShape(), nil },
-		do: func(in []*tensor.Dense) (*tensor.Dense, error) {
+	o := &op{Name: "bceWithLogits", Inputs: 1, WRT: []bool{true},
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.ScalarShape(), nil },
+		Forward: forwardDense(func(in []*tensor.Dense) (*tensor.Dense, error) {
 			n := in[0].Shape().TotalSize()
 			if len(*labels) != n || len(*weights) != n {
 				return nil, fmt.Errorf("%d labels, %d weights for %d logits", len(*labels), len(*weights), n)
@@ -412,14 +414,14 @@ func bceLoss(z *G.Node, labels, weights *[]float64) (*G.Node, error) {
 				return tensor.New(tensor.FromScalar(float32(loss))), nil
 			}
 			return tensor.New(tensor.FromScalar(loss)), nil
-		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		}),
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			s := in[0].Shape().Clone()
-			grad := &op{name: "bceWithLogitsGrad", arity: 2, // (z, g) -> g w (σ(z) − y) / Σ w
-				shape: func([]tensor.Shape) (tensor.Shape, error) { return s, nil },
-				do: func(x []*tensor.Dense) (*tensor.Dense, error) {
+			grad := &op{Name: "bceWithLogitsGrad", Inputs: 2, // (z, g) -> g w (σ(z) − y) / Σ w
+				OutShape: func([]tensor.Shape) (tensor.Shape, error) { return s, nil },
+				Forward: forwardDense(func(x []*tensor.Dense) (*tensor.Dense, error) {
 					return run(s, x, bceGradKernel[float32](*labels, *weights), bceGradKernel[float64](*labels, *weights))
-				}}
+				})}
 			d, err := apply(grad, in[0], g)
 			return G.Nodes{d}, err
 		},
@@ -427,7 +429,7 @@ func bceLoss(z *G.Node, labels, weights *[]float64) (*G.Node, error) {
 	return apply(o, z)
 }
 
-func bceGradKernel[T float](y, w []float64) kernel[T] {
+func bceGradKernel[T gorgop.Float](y, w []float64) gorgop.Kernel[T] {
 	return func(o []T, x [][]T) {
 		var wsum float64
 		for _, v := range w {
@@ -480,23 +482,23 @@ func concatCols(parts ...*G.Node) (*G.Node, error) {
 	for _, w := range widths {
 		total += w
 	}
-	o := &op{name: "concatCols", arity: len(parts), wrt: wrt,
-		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], total}, nil },
-		do: func(in []*tensor.Dense) (*tensor.Dense, error) {
+	o := &op{Name: "concatCols", Inputs: len(parts), WRT: wrt,
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], total}, nil },
+		Forward: forwardDense(func(in []*tensor.Dense) (*tensor.Dense, error) {
 			rows := in[0].Shape()[0]
 			return run(tensor.Shape{rows, total}, in, concatKernel[float32](widths), concatKernel[float64](widths))
-		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		}),
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			var out G.Nodes
 			off := 0
 			for _, w := range widths {
 				lo := off
 				s := tensor.Shape{in[0].Shape()[0], w}
-				slice := &op{name: fmt.Sprintf("cols[%d:%d]", lo, lo+w), arity: 1,
-					shape: func([]tensor.Shape) (tensor.Shape, error) { return s, nil },
-					do: func(x []*tensor.Dense) (*tensor.Dense, error) {
+				slice := &op{Name: fmt.Sprintf("cols[%d:%d]", lo, lo+w), Inputs: 1,
+					OutShape: func([]tensor.Shape) (tensor.Shape, error) { return s, nil },
+					Forward: forwardDense(func(x []*tensor.Dense) (*tensor.Dense, error) {
 						return run(s, x, colsKernel[float32](lo, w, total), colsKernel[float64](lo, w, total))
-					}}
+					})}
 				d, err := apply(slice, g)
 				if err != nil {
 					return nil, err
@@ -510,7 +512,7 @@ func concatCols(parts ...*G.Node) (*G.Node, error) {
 	return apply(o, parts...)
 }
 
-func concatKernel[T float](widths []int) kernel[T] {
+func concatKernel[T gorgop.Float](widths []int) gorgop.Kernel[T] {
 	return func(o []T, x [][]T) {
 		total := len(o) / (len(x[0]) / widths[0])
 		off := 0
@@ -523,7 +525,7 @@ func concatKernel[T float](widths []int) kernel[T] {
 	}
 }
 
-func colsKernel[T float](lo, w, total int) kernel[T] {
+func colsKernel[T gorgop.Float](lo, w, total int) gorgop.Kernel[T] {
 	return func(o []T, x [][]T) {
 		for r := 0; r < len(o)/w; r++ {
 			copy(o[r*w:(r+1)*w], x[0][r*total+lo:r*total+lo+w])

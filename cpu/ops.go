@@ -9,11 +9,7 @@ package cpu
 
 import (
 	"fmt"
-	"hash"
-	"hash/fnv"
 	"math"
-	"runtime"
-	"sync"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
@@ -22,59 +18,16 @@ import (
 	"gonum.org/v1/gonum/blas"
 
 	"github.com/rella-project/rella/cpu/internal/gemm"
+	"github.com/rella-project/rella/internal/gorgop"
 )
 
-// fnOp is a Gorgonia Op defined by closures.
-type fnOp struct {
-	name  string
-	arity int
-	typ   hm.Type
-	shape func(in []tensor.Shape) (tensor.Shape, error)
-	do    func(op *fnOp, in []G.Value) (G.Value, error)
-	diff  func(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) // nil: not differentiable
-	wrt   []bool
-	out   *tensor.Dense // the output, reused across runs of the graph (see run)
-}
+// fnOp is a Gorgonia Op defined by closures (see package gorgop) whose
+// state is its output tensor, reused across runs of its graph (see run).
+type fnOp = gorgop.Op[reusedOutput]
 
-func (o *fnOp) Arity() int       { return o.arity }
-func (o *fnOp) Type() hm.Type    { return o.typ }
-func (o *fnOp) ReturnsPtr() bool { return false }
-func (o *fnOp) CallsExtern() bool {
-	return false
-}
-func (o *fnOp) OverwritesInput() int  { return -1 }
-func (o *fnOp) WriteHash(h hash.Hash) { fmt.Fprintf(h, "%s-%p", o.name, o) }
-func (o *fnOp) Hashcode() uint32      { h := fnv.New32a(); o.WriteHash(h); return h.Sum32() }
-func (o *fnOp) String() string        { return o.name }
-func (o *fnOp) Do(in ...G.Value) (G.Value, error) {
-	if len(in) != o.arity {
-		return nil, fmt.Errorf("%s: %d inputs, want %d", o.name, len(in), o.arity)
-	}
-	return o.do(o, in)
-}
-func (o *fnOp) InferShape(in ...G.DimSizer) (tensor.Shape, error) {
-	shapes := make([]tensor.Shape, len(in))
-	for i, d := range in {
-		s, ok := d.(tensor.Shape)
-		if !ok {
-			return nil, fmt.Errorf("%s: input %d has no shape", o.name, i)
-		}
-		shapes[i] = s
-	}
-	return o.shape(shapes)
-}
-func (o *fnOp) DiffWRT(n int) []bool {
-	if o.wrt != nil {
-		return o.wrt
-	}
-	return make([]bool, n)
-}
-func (o *fnOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	if o.diff == nil {
-		return nil, fmt.Errorf("%s is not differentiable", o.name)
-	}
-	return o.diff(inputs, output, grad)
-}
+// reusedOutput is the output tensor of a cpu op, kept by the op between
+// runs of its graph; nil until the first run.
+type reusedOutput struct{ out *tensor.Dense }
 
 // sameType is the type a -> a -> ... -> a of an op with n inputs.
 func sameType(n int) hm.Type {
@@ -94,7 +47,7 @@ func shapeOf(i int) func([]tensor.Shape) (tensor.Shape, error) {
 func apply(op *fnOp, in ...*G.Node) (*G.Node, error) {
 	n, err := G.ApplyOp(op, in...)
 	if err != nil {
-		return nil, fmt.Errorf("cpu: graph: %s: %w", op.name, err)
+		return nil, fmt.Errorf("cpu: graph: %s: %w", op.Name, err)
 	}
 	return n, nil
 }
@@ -133,15 +86,13 @@ func scalar(v G.Value) (float64, error) {
 	return 0, fmt.Errorf("value %T is not a float scalar", v)
 }
 
-type float interface{ ~float32 | ~float64 }
-
 // run applies f to the inputs' data as []float32 or []float64 (all inputs
 // of one dtype) and returns the op's output tensor of the given shape. The
 // tensor is the op's own and is reused by the next run of the graph: every
 // kernel writes all of its output (GEMMs with beta = 0 overwrite it), so
 // it is neither zeroed nor reallocated. One run uses each op once, and the
 // engine reads a graph's outputs before it runs the graph again.
-func (o *fnOp) run(shape tensor.Shape, in []G.Value, f32 func(out []float32, in [][]float32), f64 func(out []float64, in [][]float64)) (G.Value, error) {
+func (r *reusedOutput) run(shape tensor.Shape, in []G.Value, f32 gorgop.Kernel[float32], f64 gorgop.Kernel[float64]) (G.Value, error) {
 	ds := make([]*tensor.Dense, len(in))
 	for i, v := range in {
 		d, err := dense(v)
@@ -151,60 +102,22 @@ func (o *fnOp) run(shape tensor.Shape, in []G.Value, f32 func(out []float32, in 
 		ds[i] = d
 	}
 	dt := ds[0].Dtype()
-	out := o.out
+	out := r.out
 	if out == nil || out.Dtype() != dt || !out.Shape().Eq(shape) {
 		out = tensor.New(tensor.Of(dt), tensor.WithShape(shape...))
-		o.out = out
+		r.out = out
 	}
-	switch dt {
-	case tensor.Float32:
-		xs := make([][]float32, len(ds))
-		for i, d := range ds {
-			x, ok := d.Data().([]float32)
-			if !ok {
-				return nil, fmt.Errorf("input %d is %v, want float32", i, d.Dtype())
-			}
-			xs[i] = x
-		}
-		f32(out.Data().([]float32), xs)
-	case tensor.Float64:
-		xs := make([][]float64, len(ds))
-		for i, d := range ds {
-			x, ok := d.Data().([]float64)
-			if !ok {
-				return nil, fmt.Errorf("input %d is %v, want float64", i, d.Dtype())
-			}
-			xs[i] = x
-		}
-		f64(out.Data().([]float64), xs)
-	default:
-		return nil, fmt.Errorf("dtype %v is not supported", dt)
+	if err := gorgop.Call(out, ds, f32, f64); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
-// parallel runs f over [0,n) split into chunks on all cores.
-func parallel(n int, f func(lo, hi int)) {
-	w := runtime.GOMAXPROCS(0)
-	if w > n {
-		w = n
-	}
-	if w <= 1 {
-		f(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	step := (n + w - 1) / w
-	for lo := 0; lo < n; lo += step {
-		hi := min(lo+step, n)
-		wg.Add(1)
-		go func() { defer wg.Done(); f(lo, hi) }()
-	}
-	wg.Wait()
-}
+// parallel runs f over [0,n) in chunks on all cores, however small n is.
+func parallel(n int, f func(lo, hi int)) { gorgop.Parallel(n, 1, f) }
 
 // matmul computes c = op(a)·op(b) + beta·c on row-major data with mm.
-func matmul[T float](mm gemm.GEMM, tA, tB blas.Transpose, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+func matmul[T gorgop.Float](mm gemm.GEMM, tA, tB blas.Transpose, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
 	switch av := any(a).(type) {
 	case []float32:
 		mm.Sgemm(tA, tB, m, n, k, 1, av, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
@@ -220,17 +133,17 @@ func linear(mm gemm.GEMM, x, w *G.Node) (*G.Node, error) {
 }
 
 func linearOp(mm gemm.GEMM) *fnOp {
-	return &fnOp{name: "linear", arity: 2, typ: sameType(2), wrt: []bool{true, true},
-		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+	return &fnOp{Name: "linear", Inputs: 2, Sig: sameType(2), WRT: []bool{true, true},
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) {
 			if in[0].Dims() != 2 || in[1].Dims() != 2 || in[0][1] != in[1][1] {
-				return nil, fmt.Errorf("linear: shapes %v and %v", in[0], in[1])
+				return nil, fmt.Errorf("shapes %v and %v", in[0], in[1])
 			}
 			return tensor.Shape{in[0][0], in[1][0]}, nil
 		},
-		do: func(op *fnOp, in []G.Value) (G.Value, error) {
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
 			s0, s1 := in[0].Shape(), in[1].Shape()
 			n, k, m := s0[0], s0[1], s1[0]
-			return op.run(tensor.Shape{n, m}, in,
+			return op.State.run(tensor.Shape{n, m}, in,
 				func(o []float32, x [][]float32) {
 					matmul(mm, blas.NoTrans, blas.Trans, n, m, k, x[0], k, x[1], k, 0, o, m)
 				},
@@ -238,7 +151,7 @@ func linearOp(mm gemm.GEMM) *fnOp {
 					matmul(mm, blas.NoTrans, blas.Trans, n, m, k, x[0], k, x[1], k, 0, o, m)
 				})
 		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			dx, err := apply(matmulNNOp(mm), g, in[1]) // g [N,out] · W [out,in]
 			if err != nil {
 				return nil, err
@@ -254,12 +167,12 @@ func linearOp(mm gemm.GEMM) *fnOp {
 
 // matmulNNOp: a [n,k] · b [k,m].
 func matmulNNOp(mm gemm.GEMM) *fnOp {
-	return &fnOp{name: "matmulNN", arity: 2, typ: sameType(2),
-		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], in[1][1]}, nil },
-		do: func(op *fnOp, in []G.Value) (G.Value, error) {
+	return &fnOp{Name: "matmulNN", Inputs: 2, Sig: sameType(2),
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], in[1][1]}, nil },
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
 			s0, s1 := in[0].Shape(), in[1].Shape()
 			n, k, m := s0[0], s0[1], s1[1]
-			return op.run(tensor.Shape{n, m}, in,
+			return op.State.run(tensor.Shape{n, m}, in,
 				func(o []float32, x [][]float32) {
 					matmul(mm, blas.NoTrans, blas.NoTrans, n, m, k, x[0], k, x[1], m, 0, o, m)
 				},
@@ -272,12 +185,12 @@ func matmulNNOp(mm gemm.GEMM) *fnOp {
 
 // matmulTNOp: aᵀ · b with a [k,n], b [k,m].
 func matmulTNOp(mm gemm.GEMM) *fnOp {
-	return &fnOp{name: "matmulTN", arity: 2, typ: sameType(2),
-		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][1], in[1][1]}, nil },
-		do: func(op *fnOp, in []G.Value) (G.Value, error) {
+	return &fnOp{Name: "matmulTN", Inputs: 2, Sig: sameType(2),
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][1], in[1][1]}, nil },
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
 			s0, s1 := in[0].Shape(), in[1].Shape()
 			k, n, m := s0[0], s0[1], s1[1]
-			return op.run(tensor.Shape{n, m}, in,
+			return op.State.run(tensor.Shape{n, m}, in,
 				func(o []float32, x [][]float32) {
 					matmul(mm, blas.Trans, blas.NoTrans, n, m, k, x[0], n, x[1], m, 0, o, m)
 				},
@@ -291,16 +204,16 @@ func matmulTNOp(mm gemm.GEMM) *fnOp {
 // ---- element-wise: add, scale, dropout mask ----
 
 func add(a, b *G.Node) (*G.Node, error) {
-	op := &fnOp{name: "add", arity: 2, typ: sameType(2), wrt: []bool{true, true}, shape: shapeOf(0),
-		do: func(op *fnOp, in []G.Value) (G.Value, error) {
-			return op.run(in[0].Shape(), in, addKernel[float32], addKernel[float64])
+	op := &fnOp{Name: "add", Inputs: 2, Sig: sameType(2), WRT: []bool{true, true}, OutShape: shapeOf(0),
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
+			return op.State.run(in[0].Shape(), in, addKernel[float32], addKernel[float64])
 		},
-		diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) { return G.Nodes{g, g}, nil },
+		Diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) { return G.Nodes{g, g}, nil },
 	}
 	return apply(op, a, b)
 }
 
-func addKernel[T float](o []T, x [][]T) {
+func addKernel[T gorgop.Float](o []T, x [][]T) {
 	a, b := x[0], x[1]
 	for i := range o {
 		o[i] = a[i] + b[i]
@@ -311,18 +224,18 @@ func addKernel[T float](o []T, x [][]T) {
 func scale(x *G.Node, s float64) (*G.Node, error) { return apply(scaleOp(s), x) }
 
 func scaleOp(s float64) *fnOp {
-	return &fnOp{name: fmt.Sprintf("scale(%g)", s), arity: 1, typ: sameType(1), wrt: []bool{true}, shape: shapeOf(0),
-		do: func(op *fnOp, in []G.Value) (G.Value, error) {
-			return op.run(in[0].Shape(), in, scaleKernel[float32](s), scaleKernel[float64](s))
+	return &fnOp{Name: fmt.Sprintf("scale(%g)", s), Inputs: 1, Sig: sameType(1), WRT: []bool{true}, OutShape: shapeOf(0),
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
+			return op.State.run(in[0].Shape(), in, scaleKernel[float32](s), scaleKernel[float64](s))
 		},
-		diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		Diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			d, err := scale(g, s)
 			return G.Nodes{d}, err
 		},
 	}
 }
 
-func scaleKernel[T float](s float64) func(o []T, x [][]T) {
+func scaleKernel[T gorgop.Float](s float64) func(o []T, x [][]T) {
 	return func(o []T, x [][]T) {
 		for i, v := range x[0] {
 			o[i] = v * T(s)
@@ -335,21 +248,21 @@ func scaleKernel[T float](s float64) func(o []T, x [][]T) {
 func maskMul(x *G.Node, mask *[]float64) (*G.Node, error) { return apply(maskOp(mask), x) }
 
 func maskOp(mask *[]float64) *fnOp {
-	return &fnOp{name: "dropoutMask", arity: 1, typ: sameType(1), wrt: []bool{true}, shape: shapeOf(0),
-		do: func(op *fnOp, in []G.Value) (G.Value, error) {
+	return &fnOp{Name: "dropoutMask", Inputs: 1, Sig: sameType(1), WRT: []bool{true}, OutShape: shapeOf(0),
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
 			if len(*mask) != in[0].Shape().TotalSize() {
 				return nil, fmt.Errorf("dropout mask has %d values for a %v tensor", len(*mask), in[0].Shape())
 			}
-			return op.run(in[0].Shape(), in, maskKernel[float32](mask), maskKernel[float64](mask))
+			return op.State.run(in[0].Shape(), in, maskKernel[float32](mask), maskKernel[float64](mask))
 		},
-		diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		Diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			d, err := maskMul(g, mask)
 			return G.Nodes{d}, err
 		},
 	}
 }
 
-func maskKernel[T float](mask *[]float64) func(o []T, x [][]T) {
+func maskKernel[T gorgop.Float](mask *[]float64) func(o []T, x [][]T) {
 	return func(o []T, x [][]T) {
 		m := *mask
 		for i, v := range x[0] {
@@ -361,17 +274,17 @@ func maskKernel[T float](mask *[]float64) func(o []T, x [][]T) {
 // ---- RMSNorm with a frozen weight ----
 
 func rmsNorm(x *G.Node, w []float64, eps float64) (*G.Node, error) {
-	op := &fnOp{name: "rmsnorm", arity: 1, typ: sameType(1), wrt: []bool{true}, shape: shapeOf(0),
-		do: func(op *fnOp, in []G.Value) (G.Value, error) {
+	op := &fnOp{Name: "rmsnorm", Inputs: 1, Sig: sameType(1), WRT: []bool{true}, OutShape: shapeOf(0),
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
 			if in[0].Shape()[1] != len(w) {
-				return nil, fmt.Errorf("rmsnorm: input %v, weight %d", in[0].Shape(), len(w))
+				return nil, fmt.Errorf("input %v, weight %d", in[0].Shape(), len(w))
 			}
-			return op.run(in[0].Shape(), in, rmsKernel[float32](w, eps, false), rmsKernel[float64](w, eps, false))
+			return op.State.run(in[0].Shape(), in, rmsKernel[float32](w, eps, false), rmsKernel[float64](w, eps, false))
 		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
-			op := &fnOp{name: "rmsnormGrad", arity: 2, typ: sameType(2), shape: shapeOf(0),
-				do: func(op *fnOp, in []G.Value) (G.Value, error) {
-					return op.run(in[0].Shape(), in, rmsKernel[float32](w, eps, true), rmsKernel[float64](w, eps, true))
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+			op := &fnOp{Name: "rmsnormGrad", Inputs: 2, Sig: sameType(2), OutShape: shapeOf(0),
+				Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
+					return op.State.run(in[0].Shape(), in, rmsKernel[float32](w, eps, true), rmsKernel[float64](w, eps, true))
 				}}
 			d, err := apply(op, in[0], g)
 			return G.Nodes{d}, err
@@ -382,7 +295,7 @@ func rmsNorm(x *G.Node, w []float64, eps float64) (*G.Node, error) {
 
 // rmsKernel computes y = x·r·w with r = 1/sqrt(mean(x²)+eps) per row, or
 // (grad) dx = r·(g∘w) − x·r³·Σ(g∘w∘x)/D.
-func rmsKernel[T float](w []float64, eps float64, grad bool) func(o []T, x [][]T) {
+func rmsKernel[T gorgop.Float](w []float64, eps float64, grad bool) func(o []T, x [][]T) {
 	return func(o []T, in [][]T) {
 		d := len(w)
 		x := in[0]
@@ -424,22 +337,22 @@ func rope(x *G.Node, cos, sin []float64, T, heads, hd int, mul float64) (*G.Node
 }
 
 func ropeOp(cos, sin []float64, T, heads, hd int, mul float64, inverse bool) *fnOp {
-	return &fnOp{name: "rope", arity: 1, typ: sameType(1), wrt: []bool{true}, shape: shapeOf(0),
-		do: func(op *fnOp, in []G.Value) (G.Value, error) {
+	return &fnOp{Name: "rope", Inputs: 1, Sig: sameType(1), WRT: []bool{true}, OutShape: shapeOf(0),
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
 			s := in[0].Shape()
 			if s[1] != heads*hd || s[0]%T != 0 || len(cos) < T*hd/2 {
-				return nil, fmt.Errorf("rope: input %v, T %d, heads %d, head_dim %d, table %d", s, T, heads, hd, len(cos))
+				return nil, fmt.Errorf("input %v, T %d, heads %d, head_dim %d, table %d", s, T, heads, hd, len(cos))
 			}
-			return op.run(s, in, ropeKernel[float32](cos, sin, T, heads, hd, mul, inverse), ropeKernel[float64](cos, sin, T, heads, hd, mul, inverse))
+			return op.State.run(s, in, ropeKernel[float32](cos, sin, T, heads, hd, mul, inverse), ropeKernel[float64](cos, sin, T, heads, hd, mul, inverse))
 		},
-		diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		Diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			d, err := apply(ropeOp(cos, sin, T, heads, hd, mul, !inverse), g)
 			return G.Nodes{d}, err
 		},
 	}
 }
 
-func ropeKernel[T float](cos, sin []float64, seqT, heads, hd int, mul float64, inverse bool) func(o []T, x [][]T) {
+func ropeKernel[T gorgop.Float](cos, sin []float64, seqT, heads, hd int, mul float64, inverse bool) func(o []T, x [][]T) {
 	return func(o []T, in [][]T) {
 		x := in[0]
 		half := hd / 2
@@ -481,16 +394,16 @@ func ropeTables(maxT, hd int, theta float64) (cos, sin []float64) {
 // ---- SwiGLU: silu(a)∘b ----
 
 func swiglu(a, b *G.Node) (*G.Node, error) {
-	op := &fnOp{name: "swiglu", arity: 2, typ: sameType(2), wrt: []bool{true, true}, shape: shapeOf(0),
-		do: func(op *fnOp, in []G.Value) (G.Value, error) {
-			return op.run(in[0].Shape(), in, swigluKernel[float32](0), swigluKernel[float64](0))
+	op := &fnOp{Name: "swiglu", Inputs: 2, Sig: sameType(2), WRT: []bool{true, true}, OutShape: shapeOf(0),
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
+			return op.State.run(in[0].Shape(), in, swigluKernel[float32](0), swigluKernel[float64](0))
 		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			var out G.Nodes
 			for k := 1; k <= 2; k++ {
-				op := &fnOp{name: fmt.Sprintf("swigluGrad%d", k), arity: 3, typ: sameType(3), shape: shapeOf(0),
-					do: func(op *fnOp, in []G.Value) (G.Value, error) {
-						return op.run(in[0].Shape(), in, swigluKernel[float32](k), swigluKernel[float64](k))
+				op := &fnOp{Name: fmt.Sprintf("swigluGrad%d", k), Inputs: 3, Sig: sameType(3), OutShape: shapeOf(0),
+					Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
+						return op.State.run(in[0].Shape(), in, swigluKernel[float32](k), swigluKernel[float64](k))
 					}}
 				d, err := apply(op, in[0], in[1], g)
 				if err != nil {
@@ -505,7 +418,7 @@ func swiglu(a, b *G.Node) (*G.Node, error) {
 }
 
 // swigluKernel: which 0 = forward, 1 = d/da, 2 = d/db (inputs a, b, g).
-func swigluKernel[T float](which int) func(o []T, x [][]T) {
+func swigluKernel[T gorgop.Float](which int) func(o []T, x [][]T) {
 	return func(o []T, in [][]T) {
 		a, b := in[0], in[1]
 		parallel(len(a), func(lo, hi int) {
@@ -535,17 +448,17 @@ func swigluKernel[T float](which int) func(o []T, x [][]T) {
 // yields dq, dk, dv packed side by side in one [B*T, H*hd+2*KV*hd] tensor.
 func attention(mm gemm.GEMM, q, k, v *G.Node, T, H, KV, hd int) (*G.Node, error) {
 	qw, kw := H*hd, KV*hd
-	op := &fnOp{name: "attention", arity: 3, typ: sameType(3), wrt: []bool{true, true, true}, shape: shapeOf(0),
-		do: func(op *fnOp, in []G.Value) (G.Value, error) {
-			return op.run(in[0].Shape(), in, attnKernel[float32](mm, T, H, KV, hd, false), attnKernel[float64](mm, T, H, KV, hd, false))
+	op := &fnOp{Name: "attention", Inputs: 3, Sig: sameType(3), WRT: []bool{true, true, true}, OutShape: shapeOf(0),
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
+			return op.State.run(in[0].Shape(), in, attnKernel[float32](mm, T, H, KV, hd, false), attnKernel[float64](mm, T, H, KV, hd, false))
 		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			rows := in[0].Shape()[0]
 			packed := tensor.Shape{rows, qw + 2*kw}
-			op := &fnOp{name: "attentionGrad", arity: 4, typ: sameType(4),
-				shape: func([]tensor.Shape) (tensor.Shape, error) { return packed.Clone(), nil },
-				do: func(op *fnOp, in []G.Value) (G.Value, error) {
-					return op.run(packed, in, attnKernel[float32](mm, T, H, KV, hd, true), attnKernel[float64](mm, T, H, KV, hd, true))
+			op := &fnOp{Name: "attentionGrad", Inputs: 4, Sig: sameType(4),
+				OutShape: func([]tensor.Shape) (tensor.Shape, error) { return packed.Clone(), nil },
+				Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
+					return op.State.run(packed, in, attnKernel[float32](mm, T, H, KV, hd, true), attnKernel[float64](mm, T, H, KV, hd, true))
 				}}
 			d, err := apply(op, in[0], in[1], in[2], g)
 			if err != nil {
@@ -567,16 +480,16 @@ func attention(mm gemm.GEMM, q, k, v *G.Node, T, H, KV, hd int) (*G.Node, error)
 
 // columns copies columns [off, off+width) of a matrix (not differentiable).
 func columns(x *G.Node, off, width int) (*G.Node, error) {
-	op := &fnOp{name: fmt.Sprintf("columns[%d:%d]", off, off+width), arity: 1, typ: sameType(1),
-		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], width}, nil },
-		do: func(op *fnOp, in []G.Value) (G.Value, error) {
+	op := &fnOp{Name: fmt.Sprintf("columns[%d:%d]", off, off+width), Inputs: 1, Sig: sameType(1),
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], width}, nil },
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
 			s := in[0].Shape()
-			return op.run(tensor.Shape{s[0], width}, in, colsKernel[float32](s[1], off, width), colsKernel[float64](s[1], off, width))
+			return op.State.run(tensor.Shape{s[0], width}, in, colsKernel[float32](s[1], off, width), colsKernel[float64](s[1], off, width))
 		}}
 	return apply(op, x)
 }
 
-func colsKernel[T float](stride, off, width int) func(o []T, x [][]T) {
+func colsKernel[T gorgop.Float](stride, off, width int) func(o []T, x [][]T) {
 	return func(o []T, in [][]T) {
 		for r := 0; r < len(o)/width; r++ {
 			copy(o[r*width:(r+1)*width], in[0][r*stride+off:])
@@ -591,7 +504,7 @@ const attnBlock = 64
 // attnKernel computes the attention output (inputs q,k,v) or, with grad,
 // the packed [dq | dk | dv] (inputs q,k,v,g). Gradients of k and v sum over
 // the query heads of a group.
-func attnKernel[E float](mm gemm.GEMM, T, H, KV, hd int, grad bool) func(o []E, x [][]E) {
+func attnKernel[E gorgop.Float](mm gemm.GEMM, T, H, KV, hd int, grad bool) func(o []E, x [][]E) {
 	return func(o []E, in [][]E) {
 		q, k, v := in[0], in[1], in[2]
 		qw, kw := H*hd, KV*hd
@@ -701,19 +614,19 @@ func attnKernel[E float](mm gemm.GEMM, T, H, KV, hd int, grad bool) func(o []E, 
 // by the engine before each run.
 func gather(x *G.Node, idx *[]int) (*G.Node, error) {
 	n := len(*idx)
-	op := &fnOp{name: "gather", arity: 1, typ: sameType(1), wrt: []bool{true},
-		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{n, in[0][1]}, nil },
-		do: func(op *fnOp, in []G.Value) (G.Value, error) {
+	op := &fnOp{Name: "gather", Inputs: 1, Sig: sameType(1), WRT: []bool{true},
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{n, in[0][1]}, nil },
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
 			s := in[0].Shape()
-			return op.run(tensor.Shape{n, s[1]}, in, gatherKernel[float32](*idx, s[1], false), gatherKernel[float64](*idx, s[1], false))
+			return op.State.run(tensor.Shape{n, s[1]}, in, gatherKernel[float32](*idx, s[1], false), gatherKernel[float64](*idx, s[1], false))
 		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
 			m := in[0].Shape()[0]
-			op := &fnOp{name: "scatter", arity: 1, typ: sameType(1),
-				shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{m, in[0][1]}, nil },
-				do: func(op *fnOp, in []G.Value) (G.Value, error) {
+			op := &fnOp{Name: "scatter", Inputs: 1, Sig: sameType(1),
+				OutShape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{m, in[0][1]}, nil },
+				Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
 					d := in[0].Shape()[1]
-					return op.run(tensor.Shape{m, d}, in, gatherKernel[float32](*idx, d, true), gatherKernel[float64](*idx, d, true))
+					return op.State.run(tensor.Shape{m, d}, in, gatherKernel[float32](*idx, d, true), gatherKernel[float64](*idx, d, true))
 				}}
 			d, err := apply(op, g)
 			return G.Nodes{d}, err
@@ -722,7 +635,7 @@ func gather(x *G.Node, idx *[]int) (*G.Node, error) {
 	return apply(op, x)
 }
 
-func gatherKernel[T float](idx []int, d int, scatter bool) func(o []T, x [][]T) {
+func gatherKernel[T gorgop.Float](idx []int, d int, scatter bool) func(o []T, x [][]T) {
 	return func(o []T, in [][]T) {
 		x := in[0]
 		if scatter {
@@ -755,9 +668,9 @@ type ceState struct {
 // crossEntropy returns the scalar Σ_n w_n·(logsumexp(x_n) − x_n[label_n]) of logits x [N, V].
 func crossEntropy(x *G.Node, st *ceState) (*G.Node, error) {
 	a := hm.TypeVariable('a')
-	op := &fnOp{name: "crossEntropy", arity: 1, typ: hm.NewFnType(G.TensorType{Dims: 2, Of: a}, a), wrt: []bool{true},
-		shape: func([]tensor.Shape) (tensor.Shape, error) { return tensor.ScalarShape(), nil },
-		do: func(op *fnOp, in []G.Value) (G.Value, error) {
+	op := &fnOp{Name: "crossEntropy", Inputs: 1, Sig: hm.NewFnType(G.TensorType{Dims: 2, Of: a}, a), WRT: []bool{true},
+		OutShape: func([]tensor.Shape) (tensor.Shape, error) { return tensor.ScalarShape(), nil },
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
 			d, err := dense(in[0])
 			if err != nil {
 				return nil, err
@@ -771,16 +684,16 @@ func crossEntropy(x *G.Node, st *ceState) (*G.Node, error) {
 				loss = ceForward(x, st)
 				return G.NewF64(loss), nil
 			}
-			return nil, fmt.Errorf("crossEntropy: dtype %v", d.Dtype())
+			return nil, fmt.Errorf("dtype %v", d.Dtype())
 		},
-		diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
-			op := &fnOp{name: "crossEntropyGrad", arity: 2, typ: hm.NewFnType(G.TensorType{Dims: 2, Of: a}, a, G.TensorType{Dims: 2, Of: a}), shape: shapeOf(0),
-				do: func(op *fnOp, in []G.Value) (G.Value, error) {
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+			op := &fnOp{Name: "crossEntropyGrad", Inputs: 2, Sig: hm.NewFnType(G.TensorType{Dims: 2, Of: a}, a, G.TensorType{Dims: 2, Of: a}), OutShape: shapeOf(0),
+				Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
 					gs, err := scalar(in[1])
 					if err != nil {
 						return nil, err
 					}
-					return op.run(in[0].Shape(), in[:1], ceGradKernel[float32](st, gs), ceGradKernel[float64](st, gs))
+					return op.State.run(in[0].Shape(), in[:1], ceGradKernel[float32](st, gs), ceGradKernel[float64](st, gs))
 				}}
 			d, err := apply(op, in[0], g)
 			return G.Nodes{d}, err
@@ -789,7 +702,7 @@ func crossEntropy(x *G.Node, st *ceState) (*G.Node, error) {
 	return apply(op, x)
 }
 
-func ceForward[T float](x []T, st *ceState) float64 {
+func ceForward[T gorgop.Float](x []T, st *ceState) float64 {
 	n := len(st.labels)
 	v := len(x) / n
 	var total float64
@@ -804,7 +717,7 @@ func ceForward[T float](x []T, st *ceState) float64 {
 	return total
 }
 
-func logSumExp[T float](row []T) float64 {
+func logSumExp[T gorgop.Float](row []T) float64 {
 	m := float64(row[0])
 	for _, e := range row {
 		m = math.Max(m, float64(e))
@@ -816,7 +729,7 @@ func logSumExp[T float](row []T) float64 {
 	return m + math.Log(s)
 }
 
-func ceGradKernel[T float](st *ceState, g float64) func(o []T, x [][]T) {
+func ceGradKernel[T gorgop.Float](st *ceState, g float64) func(o []T, x [][]T) {
 	return func(o []T, in [][]T) {
 		x := in[0]
 		n := len(st.labels)
