@@ -73,7 +73,7 @@ func (in Info) title(name string) string {
 		parts = append(parts, in.Dataset)
 	}
 	if in.Model != "" {
-		parts = append(parts, "model "+filepath.Base(filepath.Clean(in.Model)))
+		parts = append(parts, "model "+modelLabel(in.Model))
 	}
 	if in.Split != "" {
 		parts = append(parts, in.Split+" split")
@@ -85,6 +85,18 @@ func (in Info) title(name string) string {
 		return name
 	}
 	return name + "\n" + strings.Join(parts, ", ")
+}
+
+// modelLabel is a model folder's name for a title: its base name, with the
+// parent's when the base alone says nothing ("runs/quickstart/model" is
+// "quickstart/model", "/models/vicuna-13b" is "vicuna-13b").
+func modelLabel(path string) string {
+	path = filepath.Clean(path)
+	base := filepath.Base(path)
+	if parent := filepath.Base(filepath.Dir(path)); strings.EqualFold(base, "model") && parent != "." && parent != "/" {
+		return parent + "/" + base
+	}
+	return base
 }
 
 // WriteStudy writes dir/name.csv (columns param, x, variant, auc; rows

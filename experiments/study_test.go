@@ -140,6 +140,11 @@ func TestStudyTitleTicksAndUndefinedAUC(t *testing.T) {
 		!strings.Contains(got, "test split") || !strings.Contains(got, "n = 8") || strings.Contains(got, "/models") {
 		t.Errorf("title %q", got)
 	}
+	for path, want := range map[string]string{"runs/quickstart/model": "model quickstart/model", "model": "model model", "/srv/vicuna-7b/": "model vicuna-7b"} {
+		if got := (Info{Model: path}).title("t"); !strings.HasSuffix(got, "\n"+want) {
+			t.Errorf("model %q: title %q, want it to end in %q", path, got, want)
+		}
+	}
 	rows := []Row{{ParamK, 5, "a", 0.6}, {ParamK, 15, "a", math.NaN()}, {ParamK, 30, "a", 0.65}, {ParamK, 5, "b", 0.55}}
 	ss, err := group(rows)
 	if err != nil {
