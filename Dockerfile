@@ -39,7 +39,12 @@ FROM ${CUDA_IMAGE} AS runtime
 ARG UID=10001
 # A non-root user that owns the three volumes. With bind mounts, run as the
 # owner of the host folders instead: docker run --user "$(id -u):$(id -g)" ...
-RUN useradd --uid "${UID}" --user-group --create-home --shell /usr/sbin/nologin rella \
+# OpenBLAS for the CPU engine (rella's CPU commands and model.device=cpu;
+# RELLA_BLAS=none uses the pure-Go GEMM instead).
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libopenblas0-pthread \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --uid "${UID}" --user-group --create-home --shell /usr/sbin/nologin rella \
  && mkdir -p /models /data /runs \
  && chown rella:rella /models /data /runs
 COPY --from=build /out/rella /usr/local/bin/rella
