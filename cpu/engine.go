@@ -417,14 +417,7 @@ func (e *Engine) build(k graphKey) (*graph, error) {
 		if err != nil {
 			return nil, err
 		}
-		xb, err := linear(e.mm, xa, gr.bNodes[i])
-		if err != nil {
-			return nil, err
-		}
-		if xb, err = scale(xb, e.opts.LoRA.Scale); err != nil {
-			return nil, err
-		}
-		return add(y, xb)
+		return loraOut(e.mm, y, xa, gr.bNodes[i], e.opts.LoRA.Scale)
 	}
 
 	h := gr.x

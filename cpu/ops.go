@@ -118,11 +118,16 @@ func parallel(n int, f func(lo, hi int)) { gorgop.Parallel(n, 1, f) }
 
 // matmul computes c = op(a)·op(b) + beta·c on row-major data with mm.
 func matmul[T gorgop.Float](mm gemm.GEMM, tA, tB blas.Transpose, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	gemmScaled(mm, tA, tB, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
+}
+
+// gemmScaled computes c = alpha·op(a)·op(b) + beta·c on row-major data with mm.
+func gemmScaled[T gorgop.Float](mm gemm.GEMM, tA, tB blas.Transpose, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
 	switch av := any(a).(type) {
 	case []float32:
-		mm.Sgemm(tA, tB, m, n, k, 1, av, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
+		mm.Sgemm(tA, tB, m, n, k, float32(alpha), av, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
 	case []float64:
-		mm.Dgemm(tA, tB, m, n, k, 1, av, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
+		mm.Dgemm(tA, tB, m, n, k, float64(alpha), av, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
 	}
 }
 
@@ -152,11 +157,11 @@ func linearOp(mm gemm.GEMM) *fnOp {
 				})
 		},
 		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
-			dx, err := apply(matmulNNOp(mm), g, in[1]) // g [N,out] · W [out,in]
+			dx, err := apply(matmulNNOp(mm, 1), g, in[1]) // g [N,out] · W [out,in]
 			if err != nil {
 				return nil, err
 			}
-			dw, err := apply(matmulTNOp(mm), g, in[0]) // gᵀ [out,N] · x [N,in]
+			dw, err := apply(matmulTNOp(mm, 1), g, in[0]) // gᵀ [out,N] · x [N,in]
 			if err != nil {
 				return nil, err
 			}
@@ -165,8 +170,47 @@ func linearOp(mm gemm.GEMM) *fnOp {
 	}
 }
 
-// matmulNNOp: a [n,k] · b [k,m].
-func matmulNNOp(mm gemm.GEMM) *fnOp {
+// loraOut computes y + s·xa·Bᵀ for y [N, out], xa [N, r] and B [out, r]
+// (HF layout) in one op: the scale and the sum ride on the GEMM (alpha s,
+// beta 1 on a copy of y) instead of two element-wise passes each way.
+func loraOut(mm gemm.GEMM, y, xa, b *G.Node, s float64) (*G.Node, error) {
+	op := &fnOp{Name: fmt.Sprintf("loraOut(%g)", s), Inputs: 3, Sig: sameType(3), WRT: []bool{true, true, true},
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) {
+			if in[0].Dims() != 2 || in[1].Dims() != 2 || in[2].Dims() != 2 || in[1][1] != in[2][1] || in[0][0] != in[1][0] || in[0][1] != in[2][0] {
+				return nil, fmt.Errorf("shapes %v, %v and %v", in[0], in[1], in[2])
+			}
+			return in[0].Clone(), nil
+		},
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
+			s0, s1 := in[0].Shape(), in[1].Shape()
+			n, m, k := s0[0], s0[1], s1[1]
+			return op.State.run(s0, in,
+				func(o []float32, x [][]float32) {
+					copy(o, x[0])
+					gemmScaled(mm, blas.NoTrans, blas.Trans, n, m, k, float32(s), x[1], k, x[2], k, 1, o, m)
+				},
+				func(o []float64, x [][]float64) {
+					copy(o, x[0])
+					gemmScaled(mm, blas.NoTrans, blas.Trans, n, m, k, s, x[1], k, x[2], k, 1, o, m)
+				})
+		},
+		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
+			dxa, err := apply(matmulNNOp(mm, s), g, in[2]) // s·g [N,out] · B [out,r]
+			if err != nil {
+				return nil, err
+			}
+			db, err := apply(matmulTNOp(mm, s), g, in[1]) // s·gᵀ [out,N] · xa [N,r]
+			if err != nil {
+				return nil, err
+			}
+			return G.Nodes{g, dxa, db}, nil
+		},
+	}
+	return apply(op, y, xa, b)
+}
+
+// matmulNNOp: alpha·a [n,k] · b [k,m].
+func matmulNNOp(mm gemm.GEMM, alpha float64) *fnOp {
 	return &fnOp{Name: "matmulNN", Inputs: 2, Sig: sameType(2),
 		OutShape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], in[1][1]}, nil },
 		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
@@ -174,17 +218,17 @@ func matmulNNOp(mm gemm.GEMM) *fnOp {
 			n, k, m := s0[0], s0[1], s1[1]
 			return op.State.run(tensor.Shape{n, m}, in,
 				func(o []float32, x [][]float32) {
-					matmul(mm, blas.NoTrans, blas.NoTrans, n, m, k, x[0], k, x[1], m, 0, o, m)
+					gemmScaled(mm, blas.NoTrans, blas.NoTrans, n, m, k, float32(alpha), x[0], k, x[1], m, 0, o, m)
 				},
 				func(o []float64, x [][]float64) {
-					matmul(mm, blas.NoTrans, blas.NoTrans, n, m, k, x[0], k, x[1], m, 0, o, m)
+					gemmScaled(mm, blas.NoTrans, blas.NoTrans, n, m, k, alpha, x[0], k, x[1], m, 0, o, m)
 				})
 		},
 	}
 }
 
-// matmulTNOp: aᵀ · b with a [k,n], b [k,m].
-func matmulTNOp(mm gemm.GEMM) *fnOp {
+// matmulTNOp: alpha·aᵀ · b with a [k,n], b [k,m].
+func matmulTNOp(mm gemm.GEMM, alpha float64) *fnOp {
 	return &fnOp{Name: "matmulTN", Inputs: 2, Sig: sameType(2),
 		OutShape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][1], in[1][1]}, nil },
 		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
@@ -192,16 +236,16 @@ func matmulTNOp(mm gemm.GEMM) *fnOp {
 			k, n, m := s0[0], s0[1], s1[1]
 			return op.State.run(tensor.Shape{n, m}, in,
 				func(o []float32, x [][]float32) {
-					matmul(mm, blas.Trans, blas.NoTrans, n, m, k, x[0], n, x[1], m, 0, o, m)
+					gemmScaled(mm, blas.Trans, blas.NoTrans, n, m, k, float32(alpha), x[0], n, x[1], m, 0, o, m)
 				},
 				func(o []float64, x [][]float64) {
-					matmul(mm, blas.Trans, blas.NoTrans, n, m, k, x[0], n, x[1], m, 0, o, m)
+					gemmScaled(mm, blas.Trans, blas.NoTrans, n, m, k, alpha, x[0], n, x[1], m, 0, o, m)
 				})
 		},
 	}
 }
 
-// ---- element-wise: add, scale, dropout mask ----
+// ---- element-wise: add, dropout mask ----
 
 func add(a, b *G.Node) (*G.Node, error) {
 	op := &fnOp{Name: "add", Inputs: 2, Sig: sameType(2), WRT: []bool{true, true}, OutShape: shapeOf(0),
@@ -217,29 +261,6 @@ func addKernel[T gorgop.Float](o []T, x [][]T) {
 	a, b := x[0], x[1]
 	for i := range o {
 		o[i] = a[i] + b[i]
-	}
-}
-
-// scale multiplies by a constant.
-func scale(x *G.Node, s float64) (*G.Node, error) { return apply(scaleOp(s), x) }
-
-func scaleOp(s float64) *fnOp {
-	return &fnOp{Name: fmt.Sprintf("scale(%g)", s), Inputs: 1, Sig: sameType(1), WRT: []bool{true}, OutShape: shapeOf(0),
-		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
-			return op.State.run(in[0].Shape(), in, scaleKernel[float32](s), scaleKernel[float64](s))
-		},
-		Diff: func(_ G.Nodes, _, g *G.Node) (G.Nodes, error) {
-			d, err := scale(g, s)
-			return G.Nodes{d}, err
-		},
-	}
-}
-
-func scaleKernel[T gorgop.Float](s float64) func(o []T, x [][]T) {
-	return func(o []T, x [][]T) {
-		for i, v := range x[0] {
-			o[i] = v * T(s)
-		}
 	}
 }
 
@@ -393,49 +414,94 @@ func ropeTables(maxT, hd int, theta float64) (cos, sin []float64) {
 
 // ---- SwiGLU: silu(a)∘b ----
 
+// swiglu's backward pass is one op (each sigmoid computed once, each
+// input read once) whose [2N, F] output stacks d/da over d/db; rowsView
+// hands each half on without a copy.
 func swiglu(a, b *G.Node) (*G.Node, error) {
 	op := &fnOp{Name: "swiglu", Inputs: 2, Sig: sameType(2), WRT: []bool{true, true}, OutShape: shapeOf(0),
 		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
-			return op.State.run(in[0].Shape(), in, swigluKernel[float32](0), swigluKernel[float64](0))
+			return op.State.run(in[0].Shape(), in, swigluKernel[float32], swigluKernel[float64])
 		},
 		Diff: func(in G.Nodes, _, g *G.Node) (G.Nodes, error) {
-			var out G.Nodes
-			for k := 1; k <= 2; k++ {
-				op := &fnOp{Name: fmt.Sprintf("swigluGrad%d", k), Inputs: 3, Sig: sameType(3), OutShape: shapeOf(0),
-					Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
-						return op.State.run(in[0].Shape(), in, swigluKernel[float32](k), swigluKernel[float64](k))
-					}}
-				d, err := apply(op, in[0], in[1], g)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, d)
+			rows := in[0].Shape()[0]
+			op := &fnOp{Name: "swigluGrad", Inputs: 3, Sig: sameType(3),
+				OutShape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{2 * in[0][0], in[0][1]}, nil },
+				Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
+					s := in[0].Shape()
+					return op.State.run(tensor.Shape{2 * s[0], s[1]}, in, swigluGradKernel[float32], swigluGradKernel[float64])
+				}}
+			d, err := apply(op, in[0], in[1], g)
+			if err != nil {
+				return nil, err
 			}
-			return out, nil
+			da, err := rowsView(d, 0, rows)
+			if err != nil {
+				return nil, err
+			}
+			db, err := rowsView(d, rows, rows)
+			if err != nil {
+				return nil, err
+			}
+			return G.Nodes{da, db}, nil
 		},
 	}
 	return apply(op, a, b)
 }
 
-// swigluKernel: which 0 = forward, 1 = d/da, 2 = d/db (inputs a, b, g).
-func swigluKernel[T gorgop.Float](which int) func(o []T, x [][]T) {
-	return func(o []T, in [][]T) {
-		a, b := in[0], in[1]
-		parallel(len(a), func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				av := float64(a[i])
-				sig := 1 / (1 + math.Exp(-av))
-				switch which {
-				case 0:
-					o[i] = T(av * sig * float64(b[i]))
-				case 1:
-					o[i] = T(float64(in[2][i]) * float64(b[i]) * sig * (1 + av*(1-sig)))
-				default:
-					o[i] = T(float64(in[2][i]) * av * sig)
-				}
+// swigluKernel computes silu(a)∘b (inputs a, b).
+func swigluKernel[T gorgop.Float](o []T, in [][]T) {
+	a, b := in[0], in[1]
+	parallel(len(a), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			av := float64(a[i])
+			o[i] = T(av / (1 + math.Exp(-av)) * float64(b[i]))
+		}
+	})
+}
+
+// swigluGradKernel writes d/da = g∘b∘σ(a)(1+a(1−σ(a))) to the first half
+// of o and d/db = g∘silu(a) to the second (inputs a, b, g).
+func swigluGradKernel[T gorgop.Float](o []T, in [][]T) {
+	a, b, g := in[0], in[1], in[2]
+	da, db := o[:len(a)], o[len(a):]
+	parallel(len(a), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			av, gv := float64(a[i]), float64(g[i])
+			sig := 1 / (1 + math.Exp(-av))
+			da[i] = T(gv * float64(b[i]) * sig * (1 + av*(1-sig)))
+			db[i] = T(gv * av * sig)
+		}
+	})
+}
+
+// rowsView returns rows [off, off+n) of a matrix as a tensor sharing its
+// data (not differentiable). The view lives as long as the source's
+// output, which its op reuses, like every op's, from run to run.
+func rowsView(x *G.Node, off, n int) (*G.Node, error) {
+	op := &fnOp{Name: fmt.Sprintf("rows[%d:%d]", off, off+n), Inputs: 1, Sig: sameType(1),
+		OutShape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{n, in[0][1]}, nil },
+		Forward: func(op *fnOp, in []G.Value) (G.Value, error) {
+			d, err := dense(in[0])
+			if err != nil {
+				return nil, err
 			}
-		})
-	}
+			s := d.Shape()
+			if s.Dims() != 2 || off+n > s[0] {
+				return nil, fmt.Errorf("rows [%d, %d) of a %v tensor", off, off+n, s)
+			}
+			lo, hi := off*s[1], (off+n)*s[1]
+			var backing any
+			switch x := d.Data().(type) {
+			case []float32:
+				backing = x[lo:hi]
+			case []float64:
+				backing = x[lo:hi]
+			default:
+				return nil, fmt.Errorf("dtype %v", d.Dtype())
+			}
+			return tensor.New(tensor.WithShape(n, s[1]), tensor.WithBacking(backing)), nil
+		}}
+	return apply(op, x)
 }
 
 // ---- causal grouped-query attention ----
