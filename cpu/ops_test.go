@@ -23,3 +23,22 @@ func TestExpNonPos(t *testing.T) {
 	}
 	t.Logf("max relative error %.3g", worst)
 }
+
+func TestSigmoidFloat32(t *testing.T) {
+	worst := 0.0
+	for i := -2000000; i <= 2000000; i++ {
+		x := 100 * float64(i) / 2000000
+		want, got := 1/(1+math.Exp(-x)), sigmoid[float32](x)
+		if want < 1e-300 {
+			continue
+		}
+		worst = math.Max(worst, math.Abs(got-want)/want)
+	}
+	if worst > 2e-8 {
+		t.Errorf("relative error up to %g", worst)
+	}
+	if got := sigmoid[float64](0.3); got != 1/(1+math.Exp(-0.3)) {
+		t.Errorf("float64 sigmoid(0.3) = %v, want math.Exp's", got)
+	}
+	t.Logf("max relative error %.3g", worst)
+}
