@@ -152,15 +152,7 @@ func (b *builder) dcnV2() (*G.Node, error) {
 // din: target attention over the recent behaviours, then an MLP over the
 // user's fields, the target and the attended interest.
 func (b *builder) din() (*G.Node, error) {
-	us, err := b.userFields()
-	if err != nil {
-		return nil, err
-	}
-	q, err := b.itemVector(b.n.bt.Item, b.B)
-	if err != nil {
-		return nil, err
-	}
-	hist, err := b.behaviours(b.n.bt.Hist, &b.n.bt.HistRate, b.B*b.f.HistLen)
+	us, q, hist, err := b.targetAndRecent()
 	if err != nil {
 		return nil, err
 	}
@@ -180,19 +172,11 @@ func (b *builder) din() (*G.Node, error) {
 // query, then an MLP over the user, the target, the interest and their
 // product.
 func (b *builder) sasRec() (*G.Node, error) {
-	us, err := b.userFields()
-	if err != nil {
-		return nil, err
-	}
-	q, err := b.itemVector(b.n.bt.Item, b.B)
+	us, q, h, err := b.targetAndRecent()
 	if err != nil {
 		return nil, err
 	}
 	L := b.f.HistLen
-	h, err := b.behaviours(b.n.bt.Hist, &b.n.bt.HistRate, b.B*L)
-	if err != nil {
-		return nil, err
-	}
 	D := h.Shape()[1]
 	b.n.posIDs = make([]int32, b.B*L)
 	pos, err := b.embed("position", L+1, D, &b.n.posIDs, b.B*L)

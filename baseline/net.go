@@ -159,6 +159,23 @@ func (b *builder) behaviours(ids [][]int32, rates *[]int32, n int) (*G.Node, err
 	return add(items, r)
 }
 
+// targetAndRecent is what the sequence models start from: each user
+// field's embedding [B, d], the target's item vector q [B, F_i*d] and the
+// recent behaviours [B*L, F_i*d] (created in that order, so the parameters
+// initialise as each model's own code did).
+func (b *builder) targetAndRecent() (users []*G.Node, q, recent *G.Node, err error) {
+	if users, err = b.userFields(); err != nil {
+		return nil, nil, nil, err
+	}
+	if q, err = b.itemVector(b.n.bt.Item, b.B); err != nil {
+		return nil, nil, nil, err
+	}
+	if recent, err = b.behaviours(b.n.bt.Hist, &b.n.bt.HistRate, b.B*b.f.HistLen); err != nil {
+		return nil, nil, nil, err
+	}
+	return users, q, recent, nil
+}
+
 // meanHistory mean-pools the recent behaviours: [B, F_i*d].
 func (b *builder) meanHistory(hist *G.Node) (*G.Node, error) {
 	w, v := b.constant("mean_weights", tensor.Shape{b.B, b.f.HistLen})

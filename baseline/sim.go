@@ -30,15 +30,7 @@ func (b *builder) sim() (*G.Node, error) {
 		si.Ret = append(si.Ret, make([]int32, b.B*K))
 	}
 	b.n.extra = si
-	us, err := b.userFields()
-	if err != nil {
-		return nil, err
-	}
-	q, err := b.itemVector(b.n.bt.Item, b.B)
-	if err != nil {
-		return nil, err
-	}
-	recent, err := b.behaviours(b.n.bt.Hist, &b.n.bt.HistRate, b.B*b.f.HistLen)
+	us, q, recent, err := b.targetAndRecent()
 	if err != nil {
 		return nil, err
 	}

@@ -43,7 +43,10 @@ const windowBatches = 8
 
 // Window is how many consecutive sequences PYes sorts by length together:
 // windowBatches batches (the last window of a pass may be shorter).
-func (s *Scorer) Window() int { return windowBatches * max(s.BatchSize, 1) }
+func (s *Scorer) Window() int { return scoreWindow(s.BatchSize) }
+
+// scoreWindow is the Window of a Scorer with batches of batchSize.
+func scoreWindow(batchSize int) int { return windowBatches * max(batchSize, 1) }
 
 // pYes is PYes continuing an interrupted pass: known holds the results that
 // pass saved (index -> P(Yes)); the batches it finished are not run again

@@ -67,7 +67,7 @@ func (r *Runner) Score(ctx context.Context, ds *data.Dataset, split string, reus
 		// cut at the scorer's windows: the shard runs the batches an
 		// unsharded run runs, so the merged predictions are the same bits
 		sp = *r.Shard
-		sp.Unit = (&Scorer{BatchSize: c.Model.BatchSize}).Window()
+		sp.Unit = scoreWindow(c.Model.BatchSize) // openScorer's batches
 		lo, hi = sp.Range(len(samples))
 	}
 	for _, j := range jobs {

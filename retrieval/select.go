@@ -385,7 +385,8 @@ func (s *Selector) SelectAll(ctx context.Context, samples []data.Sample, k int) 
 		return nil, fmt.Errorf("retrieval: select: %w", err)
 	}
 	if s.log != nil {
-		s.log.Log(ctx, slowLevel(time.Since(start)), "retrieval: selected histories", "samples", len(samples), "k", k, "matrix", s.sim != nil, "elapsed", time.Since(start).Round(time.Millisecond))
+		took := time.Since(start)
+		s.log.Log(ctx, slowLevel(took), "retrieval: selected histories", "samples", len(samples), "k", k, "matrix", s.sim != nil, "elapsed", took.Round(time.Millisecond))
 	}
 	return sel, nil
 }
